@@ -1,0 +1,60 @@
+# pytrim: Network Trimming for Caffe networks. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CUDA ?= 0
+CUDA_ARCH ?= 90
+DATASET ?= fashion-mnist
+CAFFE_FLAGS := $(if $(filter 1,$(CUDA)),--cuda --cuda-arch "$(CUDA_ARCH)",)
+
+.PHONY: help venv caffe caffe-deps lenet-data lenet-baseline test lint clean
+
+help:
+	@echo "make caffe            build Caffe from source (cached) and expose it in $(VENV)"
+	@echo "make caffe CUDA=1 CUDA_ARCH=\"80 90\"   the same with CUDA"
+	@echo "make lenet-data       LeNet data as LMDB (DATASET=fashion-mnist|mnist)"
+	@echo "make lenet-baseline   train LeNet, write models/lenet/lenet.caffemodel, print top-1"
+	@echo "make test             run the test suite"
+	@echo "make lint             ruff"
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e . 2>&1 | grep -v -e BuildBackendWarning -e "^ *[!*]" -e "^ *$$" -e "name as your package" -e "Please be careful" -e "with strategy" || true
+	touch $@
+
+caffe-deps:
+	bash tools/caffe/build.sh --deps-only
+
+caffe: venv
+	bash tools/caffe/build.sh --python $(PY) --venv $(VENV) $(CAFFE_FLAGS) >/dev/null
+
+lenet-data: caffe
+	@if [ "$(DATASET)" = fashion-mnist ] && [ ! -d /usr/share/datasets/fashion-mnist ]; then \
+	  echo "installing Debian's dataset-fashion-mnist"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dataset-fashion-mnist >/dev/null; fi
+	$(PY) data/prepare_lenet.py --dataset $(DATASET) $(if $(filter mnist,$(DATASET)),$(if $(MNIST_DIR),--from $(MNIST_DIR),--download),)
+
+# Retrained when the data or LeNet's definition changes (a sub-make, so that the data step has
+# run before the timestamps are compared).
+LENET_MODEL := models/lenet/lenet.caffemodel
+$(LENET_MODEL): data/lenet/SOURCE.json prototxt/lenet/solver.prototxt prototxt/lenet/train_val.prototxt
+	$(PY) tools/train.py --solver prototxt/lenet/solver.prototxt --out $@ --no-eval
+
+lenet-baseline: lenet-data
+	@$(MAKE) --no-print-directory $(LENET_MODEL)
+	$(PY) tools/evaluate.py --net prototxt/lenet/train_val.prototxt --weights $(LENET_MODEL)
+
+test: caffe
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(PY) -m ruff check pytrim tools data tests
+	$(PY) -m ruff format --check pytrim tools data tests
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

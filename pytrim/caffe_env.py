@@ -1,0 +1,56 @@
+"""Find the Caffe that `make caffe` built: pycaffe and Caffe's command-line tools.
+
+`make caffe` exposes the build in the project's virtual environment: a .pth file makes
+`import caffe` work, and wrappers in .venv/bin run Caffe's tools. Everything in pytrim that
+needs Caffe goes through here, so a missing build gives one clear message.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from types import ModuleType
+
+
+class CaffeNotFound(RuntimeError):
+    """pycaffe or one of Caffe's tools is not installed."""
+
+
+HOW_TO_BUILD = "run `make caffe` (it builds Caffe from source and exposes it in .venv)"
+
+
+def caffe_tool(name: str) -> str:
+    """Path of one of Caffe's command-line tools (`caffe`, `upgrade_net_proto_text`, ...)."""
+    candidate = Path(sys.prefix) / "bin" / name
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise CaffeNotFound(f"Caffe's `{name}` tool is not installed: {HOW_TO_BUILD}")
+
+
+def load_caffe(quiet: bool = True) -> ModuleType:
+    """Import pycaffe in CPU mode; with `quiet`, Caffe's INFO/WARNING log lines are hidden.
+
+    glog reads GLOG_minloglevel when libcaffe is loaded, so it is set before the import.
+    """
+    if quiet:
+        os.environ.setdefault("GLOG_minloglevel", "2")
+    try:
+        import caffe
+    except ImportError as exc:
+        raise CaffeNotFound(f"pycaffe cannot be imported ({exc}): {HOW_TO_BUILD}") from exc
+    caffe.set_mode_cpu()
+    return caffe
+
+
+def caffe_pb2() -> ModuleType:
+    """Caffe's protobuf messages (NetParameter, SolverParameter, Datum, ...)."""
+    try:
+        from caffe.proto import caffe_pb2 as pb2
+    except ImportError as exc:
+        raise CaffeNotFound(f"caffe.proto cannot be imported ({exc}): {HOW_TO_BUILD}") from exc
+    return pb2

@@ -1,0 +1,62 @@
+"""Read and write Caffe's prototxt and caffemodel files with caffe_pb2 alone (no Net needed).
+
+Caffe aborts the process on a malformed file; these helpers parse in Python first, so bad
+input becomes a Python exception with the file's name.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import text_format
+from google.protobuf.message import DecodeError
+
+from pytrim.caffe_env import caffe_pb2
+
+
+def read_net(path: str | Path) -> Any:
+    """Parse a net prototxt (text format) into a NetParameter."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prototxt not found: {path}")
+    net = caffe_pb2().NetParameter()
+    try:
+        text_format.Merge(path.read_text(), net)
+    except text_format.ParseError as exc:
+        raise ValueError(f"{path}: not a valid net prototxt: {exc}") from exc
+    return net
+
+
+def write_text(message: Any, path: str | Path) -> Path:
+    """Write a message as prototxt, atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text_format.MessageToString(message))
+    os.replace(partial, path)
+    return path
+
+
+def read_model(path: str | Path) -> Any:
+    """Parse a binary caffemodel into a NetParameter."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"caffemodel not found: {path}")
+    model = caffe_pb2().NetParameter()
+    try:
+        model.ParseFromString(path.read_bytes())
+    except DecodeError as exc:
+        raise ValueError(f"{path}: not a valid caffemodel: {exc}") from exc
+    return model
+
+
+def write_model(model: Any, path: str | Path) -> Path:
+    """Write a NetParameter as a binary caffemodel, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(model.SerializeToString())
+    os.replace(partial, path)
+    return path
