@@ -8,13 +8,15 @@ CUDA_ARCH ?= 90
 DATASET ?= fashion-mnist
 CAFFE_FLAGS := $(if $(filter 1,$(CUDA)),--cuda --cuda-arch "$(CUDA_ARCH)",)
 
-.PHONY: help venv caffe caffe-deps lenet-data lenet-baseline test lint clean
+.PHONY: help venv caffe caffe-deps lenet-data lenet-baseline lenet-trim bench test lint clean
 
 help:
 	@echo "make caffe            build Caffe from source (cached) and expose it in $(VENV)"
 	@echo "make caffe CUDA=1 CUDA_ARCH=\"80 90\"   the same with CUDA"
 	@echo "make lenet-data       LeNet data as LMDB (DATASET=fashion-mnist|mnist)"
 	@echo "make lenet-baseline   train LeNet, write models/lenet/lenet.caffemodel, print top-1"
+	@echo "make lenet-trim       Network Trimming on LeNet: runs/lenet-trim/report.md (TRIM_ARGS=...)"
+	@echo "make bench            APoZ collection overhead vs a bare forward pass"
 	@echo "make test             run the test suite"
 	@echo "make lint             ruff"
 
@@ -48,6 +50,15 @@ $(LENET_MODEL): data/lenet/SOURCE.json prototxt/lenet/solver.prototxt prototxt/l
 lenet-baseline: lenet-data
 	@$(MAKE) --no-print-directory $(LENET_MODEL)
 	$(PY) tools/evaluate.py --net prototxt/lenet/train_val.prototxt --weights $(LENET_MODEL)
+
+# The loop trains the baseline itself if models/lenet/lenet.caffemodel is missing, and
+# resumes an interrupted run (TRIM_ARGS="--restart" starts over).
+lenet-trim: lenet-data
+	$(PY) tools/trim.py --schedule prototxt/lenet/trim.toml $(TRIM_ARGS)
+
+bench: lenet-data
+	@$(MAKE) --no-print-directory $(LENET_MODEL)
+	$(PY) tools/bench_apoz.py --net prototxt/lenet/train_val.prototxt --weights $(LENET_MODEL) --out runs/bench/apoz_overhead.json
 
 test: caffe
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -12,10 +12,10 @@ import json
 import sys
 from pathlib import Path
 
+from pytrim.cli import run
 from pytrim.datasets import (
     FASHION_MNIST_DIR,
     MNIST_URL,
-    DatasetError,
     download_mnist,
     read_split,
     write_lmdb,
@@ -116,8 +116,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except DatasetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run(main)

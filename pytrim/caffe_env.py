@@ -13,6 +13,11 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+# glog reads GLOG_minloglevel once, when libcaffe is loaded (by `import caffe` or by
+# caffe.proto): hide Caffe's INFO lines in this process unless the user asked for them.
+# Children (caffe train) get their own setting in pytrim.train.
+os.environ.setdefault("GLOG_minloglevel", "2")
+
 
 class CaffeNotFound(RuntimeError):
     """pycaffe or one of Caffe's tools is not installed."""
@@ -32,13 +37,8 @@ def caffe_tool(name: str) -> str:
     raise CaffeNotFound(f"Caffe's `{name}` tool is not installed: {HOW_TO_BUILD}")
 
 
-def load_caffe(quiet: bool = True) -> ModuleType:
-    """Import pycaffe in CPU mode; with `quiet`, Caffe's INFO/WARNING log lines are hidden.
-
-    glog reads GLOG_minloglevel when libcaffe is loaded, so it is set before the import.
-    """
-    if quiet:
-        os.environ.setdefault("GLOG_minloglevel", "2")
+def load_caffe() -> ModuleType:
+    """Import pycaffe in CPU mode."""
     try:
         import caffe
     except ImportError as exc:

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from pytrim.caffe_env import CaffeNotFound
-from pytrim.datasets import DatasetError
+from pytrim.cli import run
 from pytrim.evaluate import evaluate
 
 
@@ -34,8 +32,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (CaffeNotFound, DatasetError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run(main)

@@ -8,13 +8,11 @@ error and nothing is written to --out. Prints the test top-1 (and top-5) afterwa
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from pytrim.caffe_env import CaffeNotFound
-from pytrim.datasets import DatasetError
+from pytrim.cli import run
 from pytrim.evaluate import evaluate
-from pytrim.train import CaffeCrashed, TrainingDiverged, read_solver, train
+from pytrim.train import read_solver, train
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,8 +47,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (CaffeNotFound, CaffeCrashed, TrainingDiverged, DatasetError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run(main)

@@ -13,6 +13,9 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 VERSION="1.0.0+git20180821.99bd997-8"
+# Bump when a change to this script changes what is built (it is part of the cache key;
+# the script itself is not, so that edits to messages or comments reuse finished builds).
+RECIPE=1
 DSC="caffe_${VERSION}.dsc"
 # SHA-256 of the .dsc as published in bullseye/main; the .dsc in turn pins the tarballs
 # (dpkg-source checks them when it unpacks).
@@ -130,9 +133,9 @@ fi
 # --- cache key ------------------------------------------------------------------------------
 CUDA_REQS="$HERE/cuda-requirements.txt"
 key_material() {
-  echo "version=$VERSION cuda=$CUDA arch=$CUDA_ARCH opencv=$OPENCV"
+  echo "version=$VERSION recipe=$RECIPE cuda=$CUDA arch=$CUDA_ARCH opencv=$OPENCV"
   echo "python=$PY_VER lib=$PY_LIB numpy=$NUMPY_VER"
-  cat "${BASH_SOURCE[0]}" "$HERE"/patches/*.patch
+  cat "$HERE"/patches/*.patch
   [ "$CUDA" = 1 ] && cat "$CUDA_REQS"
   true
 }
@@ -265,27 +268,39 @@ if [ "$CUDA" = 1 ]; then
   say "installing cuBLAS/cuRAND wheels into $DEPS_DIR"
   "$PYTHON" -m pip install -q --no-deps --target "$DEPS_DIR" -r "$CUDA_REQS" \
     || die "could not install $CUDA_REQS"
-  CUBLAS_DIR="$DEPS_DIR/nvidia/cu13"
-  [ -d "$CUBLAS_DIR" ] || CUBLAS_DIR="$DEPS_DIR/nvidia/cublas"
-  CURAND_DIR="$DEPS_DIR/nvidia/cu13"
-  [ -d "$CURAND_DIR" ] || CURAND_DIR="$DEPS_DIR/nvidia/curand"
-  CUBLAS_LIB=$(ls "$CUBLAS_DIR"/lib/libcublas.so.* | head -n1)
-  CURAND_LIB=$(ls "$CURAND_DIR"/lib/libcurand.so.* | head -n1)
-  [ -f "$CUBLAS_LIB" ] && [ -f "$CURAND_LIB" ] || die "cuBLAS/cuRAND libraries not found in $DEPS_DIR"
+  # CUDA 13 wheels put both libraries under nvidia/cu13; older ones under nvidia/<name>.
+  NV_DIRS=()
+  for d in "$DEPS_DIR"/nvidia/cu13 "$DEPS_DIR"/nvidia/cublas "$DEPS_DIR"/nvidia/curand; do
+    [ -d "$d/lib" ] && NV_DIRS+=("$d")
+  done
+  [ ${#NV_DIRS[@]} -gt 0 ] || die "no NVIDIA libraries found in $DEPS_DIR"
+  LIB_PATH="" INC_FLAGS="" NVCC_INC=""
+  for d in "${NV_DIRS[@]}"; do
+    # The wheels ship only versioned names (libcublas.so.13): add the plain names that
+    # FindCUDA's find_library looks for, and let it search there.
+    for lib in "$d"/lib/lib*.so.*; do
+      base="${lib%%.so.*}.so"
+      [ -e "$base" ] || ln -s "$(basename "$lib")" "$base"
+    done
+    LIB_PATH="$LIB_PATH;$d/lib"
+    INC_FLAGS="$INC_FLAGS -I$d/include"
+    NVCC_INC="$NVCC_INC;-I$d/include"
+  done
+  ls "$DEPS_DIR"/nvidia/*/lib/libcublas.so >/dev/null 2>&1 || die "libcublas not found in $DEPS_DIR"
+  ls "$DEPS_DIR"/nvidia/*/lib/libcurand.so >/dev/null 2>&1 || die "libcurand not found in $DEPS_DIR"
   # Without a GPU, FindCUDA's automatic architecture list falls back to arches nvcc 13
   # rejects: name them. nvcc 13 hides kernels defined in libcaffe from other binaries (the
   # test binary) unless told not to.
   ARCH_BIN="$CUDA_ARCH"
   ARCH_PTX="${CUDA_ARCH##* }"
-  NVCC_FLAGS="-static-global-template-stub=false;-device-entity-has-hidden-visibility=false"
-  NVCC_FLAGS="$NVCC_FLAGS;-I$CUBLAS_DIR/include;-I$CURAND_DIR/include"
+  NVCC_FLAGS="-static-global-template-stub=false;-device-entity-has-hidden-visibility=false$NVCC_INC"
   CMAKE_ARGS+=(
     -DCPU_ONLY=OFF -DUSE_CUDNN=OFF -DUSE_NCCL=OFF
     -DCUDA_TOOLKIT_ROOT_DIR="$CUDA_ROOT"
     -DCUDA_ARCH_NAME=Manual -DCUDA_ARCH_BIN="$ARCH_BIN" -DCUDA_ARCH_PTX="$ARCH_PTX"
     -DCUDA_NVCC_FLAGS="$NVCC_FLAGS"
-    -DCUDA_cublas_LIBRARY="$CUBLAS_LIB" -DCUDA_curand_LIBRARY="$CURAND_LIB"
-    -DCMAKE_CXX_FLAGS="-I$CUBLAS_DIR/include -I$CURAND_DIR/include"
+    -DCMAKE_LIBRARY_PATH="${LIB_PATH#;}"
+    -DCMAKE_CXX_FLAGS="${INC_FLAGS# }"
   )
 else
   CMAKE_ARGS+=(-DCPU_ONLY=ON)

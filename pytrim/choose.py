@@ -1,0 +1,105 @@
+"""Choose the neurons to cut from per-neuron scores (APoZ: higher means more prunable).
+
+Rules, per layer:
+- `apoz` (the paper's): remove neurons whose APoZ > mean + k * std of the layer (k = 1);
+- `ratio`: remove the given fraction of the layer's neurons, highest scores first;
+- `count`: remove exactly that many, highest scores first.
+Every rule respects a minimum number of neurons to keep (at least 1: a layer is never
+emptied); when the rule asks for more, the highest-scoring neurons among its choice go.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class Rule:
+    """How to choose the neurons of one layer."""
+
+    kind: str = "apoz"  # "apoz", "ratio" or "count"
+    k: float = 1.0  # apoz: threshold = mean + k * std
+    ratio: float = 0.0  # ratio: fraction to remove
+    count: int = 0  # count: how many to remove
+    min_keep: int = 1  # never keep fewer
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("apoz", "ratio", "count"):
+            raise ValueError(f"unknown selection rule {self.kind!r} (apoz, ratio or count)")
+        if not 0.0 <= self.ratio < 1.0:
+            raise ValueError(f"ratio must be in [0, 1), not {self.ratio}")
+        if self.count < 0:
+            raise ValueError(f"count must be >= 0, not {self.count}")
+        self.min_keep = max(1, int(self.min_keep))
+
+
+@dataclass
+class Selection:
+    """The neurons of one layer to keep and to remove (sorted indices)."""
+
+    layer: str
+    width: int
+    keep: np.ndarray
+    remove: np.ndarray
+    threshold: float | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "layer": self.layer,
+            "width": self.width,
+            "kept": len(self.keep),
+            "keep": self.keep.tolist(),
+            "remove": self.remove.tolist(),
+            "threshold": self.threshold,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> Selection:
+        return cls(
+            data["layer"],
+            int(data["width"]),
+            np.asarray(data["keep"], dtype=np.int64),
+            np.asarray(data["remove"], dtype=np.int64),
+            data.get("threshold"),
+        )
+
+
+def choose(layer: str, scores: np.ndarray, rule: Rule) -> Selection:
+    """Apply `rule` to the scores of one layer (higher score = removed first)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    width = scores.size
+    if width == 0:
+        raise ValueError(f"layer {layer!r} has no neurons")
+    order = np.argsort(-scores, kind="stable")  # most prunable first
+    threshold = None
+    if rule.kind == "apoz":
+        threshold = float(scores.mean() + rule.k * scores.std())
+        wanted = int(np.count_nonzero(scores > threshold))
+    elif rule.kind == "ratio":
+        wanted = int(math.floor(rule.ratio * width))
+    else:
+        wanted = rule.count
+    allowed = max(0, width - min(rule.min_keep, width))
+    n_remove = min(wanted, allowed)
+    remove = np.sort(order[:n_remove])
+    keep = np.setdiff1d(np.arange(width), remove)
+    return Selection(layer, width, keep, remove, threshold)
+
+
+def load_selection(path: str | Path, weights: str | Path | None = None) -> dict[str, Selection]:
+    """Read a selection JSON (tools/choose.py); with `weights`, refuse one made for other weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"selection file not found: {path}")
+    data = json.loads(path.read_text())
+    if weights is not None and data.get("weights_sha256"):
+        from pytrim.collect import StatsMismatch, sha256_file
+
+        if sha256_file(weights) != data["weights_sha256"]:
+            raise StatsMismatch(f"{path} was chosen from statistics of other weights than {weights}")
+    return {entry["layer"]: Selection.from_json(entry) for entry in data["layers"]}

@@ -1,0 +1,131 @@
+"""Report a trimming run: the paper's table, printed and written as report.md and report.json.
+
+report.json keys: baseline {widths, params, top1}; iterations [{iteration, widths, params,
+compression, top1_trimmed, top1_retrained, mean_apoz}]; scratch {widths, params, top1};
+plus final (the accepted iteration) and timings.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pytrim.loop import final_record
+
+
+def build(state: dict[str, Any]) -> dict[str, Any]:
+    """The report's JSON from a loop's state."""
+    base = state["baseline"]
+    report: dict[str, Any] = {
+        "baseline": {
+            "widths": base["widths"],
+            "params": base["params"],
+            "top1": base["top1"],
+            "top5": base.get("top5"),
+        },
+        "iterations": [],
+        "scratch": {},
+    }
+    for record in state["iterations"]:
+        if "top1_retrained" not in record:
+            continue
+        report["iterations"].append(
+            {
+                "iteration": record["iteration"],
+                "layers": record.get("layers"),
+                "widths": record["widths"],
+                "params": record["params"],
+                "compression": round(record["compression"], 4),
+                "top1_trimmed": record["top1_trimmed"],
+                "top1_retrained": record["top1_retrained"],
+                "mean_apoz": record["mean_apoz"],
+                "verify_max_relative_diff": record.get("verify_max_relative_diff"),
+                "stopped": record.get("stopped"),
+                "seconds": record.get("seconds", {}),
+            }
+        )
+    final = final_record(state)
+    report["final"] = {
+        "iteration": state.get("final_iteration", 0),
+        "widths": final["widths"],
+        "params": final["params"],
+        "compression": round(base["params"] / final["params"], 4),
+        "top1": final.get("top1_retrained", final.get("top1")),
+    }
+    scratch = state.get("scratch") or {}
+    if "top1" in scratch:
+        report["scratch"] = {k: scratch[k] for k in ("widths", "params", "top1", "iterations")}
+        report["inherited_minus_scratch_top1"] = report["final"]["top1"] - scratch["top1"]
+    return report
+
+
+def markdown(report: dict[str, Any], title: str) -> str:
+    """The paper's table form."""
+    base = report["baseline"]
+    layers = (
+        sorted(
+            {name for it in report["iterations"] for name in it["mean_apoz"]},
+            key=lambda n: list(report["iterations"][0]["mean_apoz"]).index(n),
+        )
+        if report["iterations"]
+        else []
+    )
+    head = ["Network", "Widths", "Parameters", "Compression", "Top-1 after cut", "Top-1 after retraining"]
+    head += [f"mean APoZ {name}" for name in layers]
+    rows = [
+        ["Original", base["widths"], f"{base['params']:,}", "1.00x", "", f"{base['top1']:.2%}"] + [""] * len(layers)
+    ]
+    for it in report["iterations"]:
+        mark = " (stopped)" if it.get("stopped") else ""
+        rows.append(
+            [
+                f"Trim-{it['iteration']}{mark}",
+                it["widths"],
+                f"{it['params']:,}",
+                f"{it['compression']:.2f}x",
+                f"{it['top1_trimmed']:.2%}",
+                f"{it['top1_retrained']:.2%}",
+            ]
+            + [f"{it['mean_apoz'].get(name, float('nan')):.2%}" for name in layers]
+        )
+    scratch = report.get("scratch") or {}
+    if scratch:
+        rows.append(
+            [
+                f"Scratch ({scratch['iterations']} it.)",
+                scratch["widths"],
+                f"{scratch['params']:,}",
+                f"{base['params'] / scratch['params']:.2f}x",
+                "",
+                f"{scratch['top1']:.2%}",
+            ]
+            + [""] * len(layers)
+        )
+    lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    final = report["final"]
+    lines += [
+        "",
+        f"Result: iteration {final['iteration']}, {final['widths']}, {final['params']:,} parameters, "
+        f"{final['compression']:.2f}x compression, top-1 {final['top1']:.2%} "
+        f"(baseline {base['top1']:.2%}, {100 * (final['top1'] - base['top1']):+.2f} points).",
+    ]
+    if scratch:
+        diff = 100 * report["inherited_minus_scratch_top1"]
+        verdict = "beat" if diff > 0 else "did not beat"
+        lines.append(
+            f"Inheriting the surviving weights {verdict} training the same widths from scratch: "
+            f"{final['top1']:.2%} vs {scratch['top1']:.2%} ({diff:+.2f} points)."
+        )
+    lines.append("Mean APoZ is measured at the start of each iteration (before its cut).")
+    return "\n".join(lines) + "\n"
+
+
+def write(state: dict[str, Any], out_dir: str | Path, title: str) -> dict[str, Any]:
+    """Write report.json and report.md into `out_dir`; return the report."""
+    out_dir = Path(out_dir)
+    report = build(state)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out_dir / "report.md").write_text(markdown(report, title))
+    return report
