@@ -81,7 +81,7 @@ def choose(layer: str, scores: np.ndarray, rule: Rule) -> Selection:
         threshold = float(scores.mean() + rule.k * scores.std())
         wanted = int(np.count_nonzero(scores > threshold))
     elif rule.kind == "ratio":
-        wanted = int(math.floor(rule.ratio * width))
+        wanted = math.floor(rule.ratio * width)
     else:
         wanted = rule.count
     allowed = max(0, width - min(rule.min_keep, width))

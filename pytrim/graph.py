@@ -80,7 +80,8 @@ def check_trimmable(layer: Any) -> None:
     if layer.type == "Convolution":
         if layer.convolution_param.group > 1:
             raise UnsupportedTopology(
-                f"layer {layer.name!r}: grouped convolution (group {layer.convolution_param.group}) is not supported yet"
+                f"layer {layer.name!r}: grouped convolution (group {layer.convolution_param.group}) "
+                "is not supported yet"
             )
         if layer.convolution_param.axis != 1:
             raise UnsupportedTopology(f"layer {layer.name!r}: convolution axis other than 1 is not supported")

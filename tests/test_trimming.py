@@ -36,7 +36,8 @@ layer {{ name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }}
 layer {{ name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
         convolution_param {{ num_output: 8 kernel_size: 3 stride: 2 {FILL} }} }}
 layer {{ name: "relu2" type: "ReLU" bottom: "conv2" top: "relu2" }}
-layer {{ name: "pool2" type: "Pooling" bottom: "relu2" top: "pool2" pooling_param {{ pool: MAX kernel_size: 2 stride: 2 }} }}
+layer {{ name: "pool2" type: "Pooling" bottom: "relu2" top: "pool2"
+        pooling_param {{ pool: MAX kernel_size: 2 stride: 2 }} }}
 layer {{ name: "ip1" type: "InnerProduct" bottom: "pool2" top: "ip1" inner_product_param {{ num_output: 12 {FILL} }} }}
 layer {{ name: "relu3" type: "ReLU" bottom: "ip1" top: "ip1" }}
 layer {{ name: "drop3" type: "Dropout" bottom: "ip1" top: "ip1" dropout_param {{ dropout_ratio: 0.5 }} }}
@@ -115,8 +116,8 @@ def test_apoz_equals_brute_force_count(caffe, small_net: dict[str, Path]) -> Non
     kept = {"conv1": [], "relu2": [], "ip1": []}
     for _ in range(3):
         net.forward()
-        for blob in kept:
-            kept[blob].append(net.blobs[blob].data.copy())
+        for blob, batches in kept.items():
+            batches.append(net.blobs[blob].data.copy())
     for layer, blob in (("conv1", "conv1"), ("conv2", "relu2"), ("ip1", "ip1")):
         acts = np.concatenate(kept[blob])[:23]
         acts = acts.reshape(23, acts.shape[1], -1)
