@@ -9,6 +9,7 @@ from pytrim.caffe_env import CaffeNotFound
 from pytrim.collect import ModelMismatch, StatsMismatch
 from pytrim.datasets import DatasetError
 from pytrim.graph import UnsupportedTopology
+from pytrim.loop import StepFailed
 from pytrim.train import CaffeCrashed, TrainingDiverged
 
 KNOWN_ERRORS = (
@@ -19,6 +20,7 @@ KNOWN_ERRORS = (
     ModelMismatch,
     StatsMismatch,
     UnsupportedTopology,
+    StepFailed,
     FileNotFoundError,
     ValueError,
     KeyError,
@@ -32,6 +34,8 @@ def run(main: Callable[[], int]) -> None:
     except KNOWN_ERRORS as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"error: {message}", file=sys.stderr)
+        if isinstance(exc, StepFailed):
+            print("finished steps are saved: run the same command again to resume", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -151,8 +151,16 @@ def run_tool(script: str, args: list[str], step: str) -> dict[str, Any]:
         how = f"was killed by signal {-child.returncode}" if child.returncode < 0 else f"exit code {child.returncode}"
         tail = "\n  ".join((child.stderr or child.stdout).strip().splitlines()[-8:])
         raise StepFailed(f"step {step} failed ({script} {how}):\n  {tail}")
-    lines = [line for line in child.stdout.strip().splitlines() if line.startswith("{")]
-    return json.loads(lines[-1]) if lines else {}
+    text = child.stdout.strip()
+    if not text:
+        return {}
+    try:
+        return json.loads(text)  # the tools' --json output
+    except json.JSONDecodeError:
+        lines = [line for line in text.splitlines() if line.startswith("{")]
+        if not lines:
+            raise StepFailed(f"step {step}: {script} printed no JSON result") from None
+        return json.loads(lines[-1])
 
 
 class Loop:
