@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 DATA = """
 layer {{ name: "d" type: "Data" top: "data" top: "label" include {{ phase: TRAIN }}
-        transform_param {{ scale: 0.00390625 }} data_param {{ source: "{db}" batch_size: {batch} backend: LMDB }} }}
+        transform_param {{ scale: 0.00390625 }} data_param {{ source: "{train}" batch_size: {batch} backend: LMDB }} }}
 layer {{ name: "d" type: "Data" top: "data" top: "label" include {{ phase: TEST }}
-        transform_param {{ scale: 0.00390625 }} data_param {{ source: "{db}" batch_size: {batch} backend: LMDB }} }}
+        transform_param {{ scale: 0.00390625 }} data_param {{ source: "{test}" batch_size: {batch} backend: LMDB }} }}
 """
 FILL = 'weight_filler { type: "gaussian" std: 0.3 } bias_filler { type: "gaussian" std: 0.2 }'
 # conv1 -> conv2 (conv->conv), conv2 -> pool -> ip1 (conv->pool->fc), ip1 -> dropout -> ip2 (fc->fc).
@@ -67,7 +67,7 @@ def small_net(caffe, tmp_path: Path) -> dict[str, Path]:
     """train_val + deploy + random caffemodel of the small net, on 25 images, batch 10."""
     db = write_lmdb(*images(25), tmp_path / "db", progress=False)
     train_val = write_prototxt(
-        tmp_path / "train_val.prototxt", 'name: "small"\n' + DATA.format(db=db, batch=10) + BODY + LOSS
+        tmp_path / "train_val.prototxt", 'name: "small"\n' + DATA.format(train=db, test=db, batch=10) + BODY + LOSS
     )
     deploy = write_prototxt(tmp_path / "deploy.prototxt", 'name: "small"\n' + DEPLOY_INPUT + BODY)
     net = caffe.Net(str(train_val), caffe.TEST)
@@ -84,7 +84,7 @@ def test_apoz_equals_numpy_count_with_chosen_weights(caffe, tmp_path: Path) -> N
         tmp_path / "fc.prototxt",
         f"""
 name: "fc"
-{DATA.format(db=db, batch=3)}
+{DATA.format(train=db, test=db, batch=3)}
 layer {{ name: "ip1" type: "InnerProduct" bottom: "data" top: "ip1" inner_product_param {{ num_output: 4 }} }}
 layer {{ name: "relu1" type: "ReLU" bottom: "ip1" top: "ip1" }}
 layer {{ name: "ip2" type: "InnerProduct" bottom: "ip1" top: "ip2" inner_product_param {{ num_output: 2 }} }}
@@ -324,7 +324,8 @@ def test_tools_refuse_bad_input_and_write_nothing(small_net: dict[str, Path], tm
     )
     body = BODY.replace('layer { name: "relu1"', UNSUPPORTED["LRN"][0] + '\nlayer { name: "relu1"')
     lrn = write_prototxt(
-        tmp_path / "lrn.prototxt", 'name: "small"\n' + DATA.format(db=small_net["db"], batch=10) + body + LOSS
+        tmp_path / "lrn.prototxt",
+        'name: "small"\n' + DATA.format(train=small_net["db"], test=small_net["db"], batch=10) + body + LOSS,
     )
     r = tool(
         str(ROOT / "tools/cut.py"),
