@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pytrim.choose import Rule, Selection, choose
-from pytrim.collect import load_stats
+from pytrim.collect import load_stats, sha256_file
 from pytrim.cut import count_params, cut
 from pytrim.graph import TRIMMABLE, num_output
 from pytrim.protoutil import read_model, read_net
@@ -204,6 +204,12 @@ class Loop:
         if not s.weights.is_file():
             self.log(f"baseline: {s.weights} missing, training it with {s.baseline_solver}")
             self.step(record, "train", lambda: self.train(s.baseline_solver, s.net, s.weights, None, None), [s.weights])
+        digest = sha256_file(s.weights)
+        if record.setdefault("weights_sha256", digest) != digest:
+            raise StepFailed(
+                f"{self.state_path} belongs to a run from other baseline weights than {s.weights}: "
+                "start over with --restart (or use another --out)"
+            )
         acc = self.step(record, "evaluate", lambda: self.evaluate(s.net, s.weights))
         record.update(
             widths=widths_text(widths(s.net)),

@@ -116,6 +116,10 @@ def test_tiny_loop_writes_report_and_resumes(problem: Path) -> None:
     assert (problem / "run/iter-02/retrained.caffemodel").stat().st_mtime_ns == stamp
     report = json.loads((problem / "run/report.json").read_text())
     assert [e["iteration"] for e in report["iterations"]] == [1, 2, 3]
+    # Other baseline weights: the old state is not silently reused.
+    (problem / "baseline.caffemodel").write_bytes((problem / "run/iter-01/retrained.caffemodel").read_bytes())
+    result = trim("--schedule", str(problem / "schedule.toml"))
+    assert result.returncode == 1 and "other baseline weights" in result.stderr
 
 
 def test_crash_in_retraining_keeps_finished_steps(problem: Path) -> None:

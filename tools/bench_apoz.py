@@ -3,7 +3,7 @@
 
 Both are timed in one run on the same Net object: B batches of forward() alone, and B
 batches of forward() + the zero counting that tools/collect.py does, alternating, repeated
---repeats times; the best time of each is kept. Prints the numbers and writes
+--repeats times (after 5 warm-up batches); the best time of each is kept. Prints the numbers and writes
 {"ratio": collect/forward, ...} to --out.
 """
 
@@ -25,14 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--net", type=Path, required=True, help="train_val prototxt with a TEST Data layer")
     parser.add_argument("--weights", type=Path, required=True, help="caffemodel")
     parser.add_argument("--batches", type=int, default=20, help="batches per timing (default 20)")
-    parser.add_argument("--repeats", type=int, default=5, help="timings of each kind (default 5)")
+    parser.add_argument("--repeats", type=int, default=7, help="timings of each kind (default 7)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/apoz_overhead.json"))
     args = parser.parse_args(argv)
     net_param = read_net(args.net)
     batch = find_test_data(net_param)[0].data_param.batch_size
     targets = collect_targets(net_param)
     net = load_net(args.net, args.weights)
-    net.forward()  # warm up (data prefetch, allocations)
+    for _ in range(5):  # warm up: data prefetch, page cache, allocations, BLAS threads
+        net.forward()
 
     def bare() -> float:
         start = time.perf_counter()
