@@ -3,7 +3,9 @@
 Rules, per layer:
 - `apoz` (the paper's): remove neurons whose APoZ > mean + k * std of the layer (k = 1);
 - `ratio`: remove the given fraction of the layer's neurons, highest scores first;
-- `count`: remove exactly that many, highest scores first.
+- `count`: remove exactly that many, highest scores first;
+- `keep`: keep exactly that many (a width plan, e.g. the paper's VGG-16 Trim-1...Trim-6 nets),
+  removing the highest scores.
 Every rule respects a minimum number of neurons to keep (at least 1: a layer is never
 emptied); when the rule asks for more, the highest-scoring neurons among its choice go.
 """
@@ -22,15 +24,18 @@ import numpy as np
 class Rule:
     """How to choose the neurons of one layer."""
 
-    kind: str = "apoz"  # "apoz", "ratio" or "count"
+    kind: str = "apoz"  # "apoz", "ratio", "count" or "keep"
     k: float = 1.0  # apoz: threshold = mean + k * std
     ratio: float = 0.0  # ratio: fraction to remove
     count: int = 0  # count: how many to remove
+    keep: int = 0  # keep: how many to keep
     min_keep: int = 1  # never keep fewer
 
     def __post_init__(self) -> None:
-        if self.kind not in ("apoz", "ratio", "count"):
-            raise ValueError(f"unknown selection rule {self.kind!r} (apoz, ratio or count)")
+        if self.kind not in ("apoz", "ratio", "count", "keep"):
+            raise ValueError(f"unknown selection rule {self.kind!r} (apoz, ratio, count or keep)")
+        if self.kind == "keep" and self.keep < 1:
+            raise ValueError(f"a width plan must keep at least 1 neuron, not {self.keep}")
         if not 0.0 <= self.ratio < 1.0:
             raise ValueError(f"ratio must be in [0, 1), not {self.ratio}")
         if self.count < 0:
@@ -82,6 +87,10 @@ def choose(layer: str, scores: np.ndarray, rule: Rule) -> Selection:
         wanted = int(np.count_nonzero(scores > threshold))
     elif rule.kind == "ratio":
         wanted = math.floor(rule.ratio * width)
+    elif rule.kind == "keep":
+        if rule.keep > width:
+            raise ValueError(f"layer {layer!r} has {width} neurons: cannot keep {rule.keep}")
+        wanted = width - rule.keep
     else:
         wanted = rule.count
     allowed = max(0, width - min(rule.min_keep, width))

@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from pytrim.caffemodel import Caffemodel
 from pytrim.choose import Selection
-from pytrim.collect import ModelMismatch, blob_shape
+from pytrim.collect import ModelMismatch
 from pytrim.graph import TRIMMABLE, UnsupportedTopology, num_output, trim_site
-from pytrim.protoutil import read_model, read_net, write_model, write_text
+from pytrim.protoutil import read_net, write_text
 
 
 @dataclass
@@ -35,55 +36,35 @@ class CutResult:
     params_after: int
 
 
-def blob_array(blob: Any) -> np.ndarray:
-    return np.asarray(blob.data, dtype=np.float32).reshape(blob_shape(blob))
-
-
-def set_blob(blob: Any, array: np.ndarray) -> None:
-    """Replace a BlobProto's data and shape (the legacy 4-d shape fields are cleared)."""
-    for name in ("num", "channels", "height", "width"):
-        blob.ClearField(name)
-    blob.ClearField("data")
-    blob.shape.ClearField("dim")
-    blob.shape.dim.extend(int(d) for d in array.shape)
-    blob.data.extend(np.ascontiguousarray(array, dtype=np.float32).ravel().tolist())
-
-
-def model_layers(model: Any) -> dict[str, Any]:
-    """Layers of a caffemodel that hold weights, by name."""
-    if len(model.layers) and not len(model.layer):
-        raise ValueError("the caffemodel is in the old V1 format: upgrade it with upgrade_net_proto_binary first")
-    return {layer.name: layer for layer in model.layer if len(layer.blobs)}
-
-
-def weight_matrix(blob: Any, layer_type: str) -> np.ndarray:
+def weight_matrix(array: np.ndarray, layer_type: str) -> np.ndarray:
     """Weights as [out, in, ...]: conv [out, in, kh, kw]; InnerProduct [out, in] (legacy 4-d too)."""
-    array = blob_array(blob)
     if layer_type == "InnerProduct" and array.ndim != 2:
         array = array.reshape(array.shape[-2], array.shape[-1])
     return array
 
 
-def check_static(net: Any, layers: dict[str, Any], net_name: str, model_name: str) -> None:
+def check_static(net: Any, model: Caffemodel, net_name: str) -> None:
     """Every Conv/IP of the prototxt has weights whose output size is its num_output."""
     problems = []
     for layer in net.layer:
         if layer.type not in TRIMMABLE:
             continue
-        if layer.name not in layers:
-            problems.append(f"{layer.name}: in {net_name} but has no weights in {model_name}")
+        if layer.name not in model.layers:
+            problems.append(f"{layer.name}: in {net_name} but has no weights in {model.path}")
             continue
-        weights = weight_matrix(layers[layer.name].blobs[0], layer.type)
+        weights = weight_matrix(model.layers[layer.name].blobs[0].array(), layer.type)
         if weights.shape[0] != num_output(layer):
             problems.append(
-                f"{layer.name}: num_output {num_output(layer)} in {net_name}, weights {weights.shape} in {model_name}"
+                f"{layer.name}: num_output {num_output(layer)} in {net_name}, weights {weights.shape} in {model.path}"
             )
     if problems:
-        raise ModelMismatch(f"{model_name} does not match {net_name}:\n  " + "\n  ".join(dict.fromkeys(problems)))
+        raise ModelMismatch(f"{model.path} does not match {net_name}:\n  " + "\n  ".join(dict.fromkeys(problems)))
 
 
-def count_params(model: Any) -> int:
-    return sum(int(np.prod(blob_shape(b))) for layer in model_layers(model).values() for b in layer.blobs)
+def count_params(weights: str | Path) -> int:
+    """Number of learned parameters stored in a caffemodel."""
+    with Caffemodel(weights) as model:
+        return model.params()
 
 
 def cut(
@@ -100,9 +81,21 @@ def cut(
     if len(nets) != len(out_nets):
         raise ValueError("one output path per prototxt is needed")
     params = [read_net(path) for path in nets]
-    model = read_model(weights)
-    layers = model_layers(model)
-    check_static(params[0], layers, str(nets[0]), str(weights))
+    with Caffemodel(weights) as model:
+        if model.v1:
+            raise ValueError(f"{weights} is in the old V1 format: upgrade it first (tools accept it and upgrade it)")
+        return _cut(nets, params, model, selections, [Path(p) for p in out_nets], Path(out_weights))
+
+
+def _cut(
+    nets: list[str | Path],
+    params: list[Any],
+    model: Caffemodel,
+    selections: dict[str, Selection],
+    out_nets: list[Path],
+    out_weights: Path,
+) -> CutResult:
+    check_static(params[0], model, str(nets[0]))
 
     # Topology: producers, their consumers; refuse what cannot be followed, in every prototxt.
     sites = {}
@@ -128,9 +121,9 @@ def cut(
     # New weights, computed in full before anything is written.
     new_blobs: dict[str, list[np.ndarray]] = {}
     for name in sorted(set(sites) | set(consumer_of), key=list(types).index):
-        layer = layers[name]
-        w = weight_matrix(layer.blobs[0], types[name])
-        rest = [blob_array(b) for b in layer.blobs[1:]]
+        arrays = model.arrays(name)
+        w = weight_matrix(arrays[0], types[name])
+        rest = arrays[1:]
         if name in sites:  # output rows
             keep = selections[name].keep
             w = w[keep]
@@ -153,25 +146,22 @@ def cut(
         new_blobs[name] = [w, *rest]
 
     widths_before = {name: site.width for name, site in sites.items()}
-    params_before = count_params(model)
-    for name, arrays in new_blobs.items():
-        for blob, array in zip(layers[name].blobs, arrays, strict=True):
-            set_blob(blob, array)
+    params_before = model.params()
+    replaced = sum(blob.data.size for name in new_blobs for blob in model.layers[name].blobs)
+    params_after = params_before - replaced + sum(a.size for arrays in new_blobs.values() for a in arrays)
     for net in params:
         for layer in net.layer:
             if layer.name in sites:
                 field = layer.convolution_param if layer.type == "Convolution" else layer.inner_product_param
                 field.num_output = len(selections[layer.name].keep)
-
-    out_nets = [Path(p) for p in out_nets]
     for net, path in zip(params, out_nets, strict=True):
         write_text(net, path)
-    write_model(model, out_weights)
+    model.write(out_weights, new_blobs)
     return CutResult(
         nets=out_nets,
         weights=Path(out_weights),
         widths_before=widths_before,
         widths_after={name: len(selections[name].keep) for name in sites},
         params_before=params_before,
-        params_after=count_params(model),
+        params_after=params_after,
     )

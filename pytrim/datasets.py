@@ -157,8 +157,9 @@ def _datums(images: np.ndarray, labels: np.ndarray) -> Iterable[tuple[bytes, byt
 
     pb2 = caffe_pb2()
     datum = pb2.Datum()
-    datum.channels = 1
-    datum.height, datum.width = images.shape[1:]
+    if images.ndim == 3:  # (N, H, W) grey
+        images = images[:, None]
+    datum.channels, datum.height, datum.width = images.shape[1:]
     for index, (image, label) in enumerate(zip(images, labels, strict=True)):
         datum.data = image.tobytes()
         datum.label = int(label)
@@ -166,7 +167,9 @@ def _datums(images: np.ndarray, labels: np.ndarray) -> Iterable[tuple[bytes, byt
 
 
 def write_lmdb(images: np.ndarray, labels: np.ndarray, out_dir: str | Path, progress: bool = True) -> Path:
-    """Write images and labels as an LMDB of Caffe Datum records, atomically.
+    """Write images (N, H, W) or (N, C, H, W), uint8, and labels as an LMDB of Datum records.
+
+    Colour images are in Caffe's order: channels BGR, as OpenCV and convert_imageset write them.
 
     The database is built in `<out_dir>.partial` and renamed over `out_dir` only when it is
     complete; on any error the partial database is removed.

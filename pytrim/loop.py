@@ -26,8 +26,9 @@ from pytrim.choose import Rule, Selection, choose
 from pytrim.collect import load_stats, sha256_file
 from pytrim.cut import count_params, cut
 from pytrim.graph import TRIMMABLE, num_output
-from pytrim.protoutil import read_model, read_net
+from pytrim.protoutil import read_net
 from pytrim.train import TrainingDiverged, read_solver, train
+from pytrim.upgrade import current_format
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
@@ -46,9 +47,12 @@ class LayerPlan:
     ratio: float = 0.0
     count: int = 0
     min_keep: dict[str, int] = field(default_factory=dict)
+    widths: dict[str, int] = field(default_factory=dict)  # a width plan: keep exactly these
     finetune_iters: int = 2000
 
     def rule_for(self, layer: str) -> Rule:
+        if layer in self.widths:
+            return Rule("keep", keep=self.widths[layer])
         return Rule(self.rule, k=self.k, ratio=self.ratio, count=self.count, min_keep=self.min_keep.get(layer, 1))
 
 
@@ -213,7 +217,7 @@ class Loop:
         acc = self.step(record, "evaluate", lambda: self.evaluate(s.net, s.weights))
         record.update(
             widths=widths_text(widths(s.net)),
-            params=count_params(read_model(s.weights)),
+            params=count_params(s.weights),
             top1=acc["top1"],
             top5=acc["top5"],
         )
@@ -374,15 +378,17 @@ class Loop:
         record["net"] = str(net)
         self.step(record, "train", lambda: self.train(s.baseline_solver, net, out, None, iters), [out])
         acc = self.step(record, "evaluate", lambda: self.evaluate(net, out))
-        record.update(
-            widths=widths_text(widths(net)), params=count_params(read_model(out)), top1=acc["top1"], iterations=iters
-        )
+        record.update(widths=widths_text(widths(net)), params=count_params(out), top1=acc["top1"], iterations=iters)
         self.save()
         self.log(f"from scratch: {record['widths']}, top-1 {record['top1']:.2%} after {iters} iterations")
         return record
 
     def run(self) -> dict[str, Any]:
         s = self.s
+        # Old-format (V0/V1) inputs are upgraded with Caffe's tools (and the loop says so).
+        s.net, s.deploy = current_format(s.net, "net", self.log), current_format(s.deploy, "net", self.log)
+        if s.weights.is_file():
+            s.weights = current_format(s.weights, "weights", self.log)
         base = self.baseline()
         net, deploy, weights = s.net, s.deploy, s.weights
         accepted = 0

@@ -18,6 +18,7 @@ from pytrim.cli import run
 from pytrim.collect import ZeroCounter, collect_targets, load_net
 from pytrim.evaluate import find_test_data
 from pytrim.protoutil import read_net
+from pytrim.upgrade import current_format
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7, help="timings of each kind (default 7)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/apoz_overhead.json"))
     args = parser.parse_args(argv)
+    args.net, args.weights = current_format(args.net, "net"), current_format(args.weights, "weights")
     net_param = read_net(args.net)
     batch = find_test_data(net_param)[0].data_param.batch_size
     targets = collect_targets(net_param)

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Choose the neurons to cut from an APoZ statistics file; write a selection JSON.
 
-Rules per layer: the paper's (APoZ > mean + k*std, --k 1 by default), a fixed --ratio, or
-an explicit --count; --min-keep LAYER=N keeps at least N neurons (a layer is never emptied).
+Rules per layer: the paper's (APoZ > mean + k*std, --k 1 by default), a fixed --ratio, an
+explicit --count, or a width plan --widths conv5_3=390,fc6=1513 (the highest APoZ go);
+--min-keep LAYER=N keeps at least N neurons (a layer is never emptied).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     rule.add_argument("--k", type=float, default=1.0, help="paper's rule: APoZ > mean + k*std (default 1)")
     rule.add_argument("--ratio", nargs="+", metavar="LAYER=R", help="remove this fraction of each layer")
     rule.add_argument("--count", nargs="+", metavar="LAYER=N", help="remove this many neurons of each layer")
+    rule.add_argument("--widths", help="width plan: keep exactly N neurons, e.g. conv5_3=390,fc6=1513")
     parser.add_argument("--min-keep", nargs="+", metavar="LAYER=N", help="keep at least N neurons")
     args = parser.parse_args(argv)
 
@@ -49,7 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in [n.strip() for n in args.layers.split(",")]:
         if name not in stats.layers:
             raise ValueError(f"{args.stats} has no statistics for layer {name!r} (has: {', '.join(stats.layers)})")
-        if args.ratio:
+        if args.widths:
+            plan = per_layer(args.widths.split(","), int)
+            if name not in plan:
+                raise ValueError(f"--widths gives no width for {name!r}")
+            layer_rule = Rule("keep", keep=plan[name])
+        elif args.ratio:
             layer_rule = Rule("ratio", ratio=ratios.get(name, 0.0), min_keep=min_keep.get(name, 1))
         elif args.count:
             layer_rule = Rule("count", count=counts.get(name, 0), min_keep=min_keep.get(name, 1))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pytrim.cli import run
 from pytrim.collect import collect, histograms, save_stats, table
+from pytrim.upgrade import current_format
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of the table")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    args.net, args.weights = current_format(args.net, "net"), current_format(args.weights, "weights")
     layers = [name.strip() for name in args.layers.split(",")] if args.layers else None
     stats = collect(args.net, args.weights, layers=layers, limit=args.limit, progress=not args.quiet)
     save_stats(stats, args.out)

@@ -17,6 +17,7 @@ from pathlib import Path
 from pytrim.choose import load_selection
 from pytrim.cli import run
 from pytrim.cut import cut
+from pytrim.upgrade import current_format
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--verify", action="store_true", help="verify the cut (exits 1 if it fails)")
     args = parser.parse_args(argv)
+    args.net, args.deploy = current_format(args.net, "net"), current_format(args.deploy, "net")
+    args.weights = current_format(args.weights, "weights")
     selections = load_selection(args.selection, weights=args.weights)
     nets = [args.net] + ([args.deploy] if args.deploy else [])
     outs = [args.out_dir / "train_val.prototxt"] + ([args.out_dir / "deploy.prototxt"] if args.deploy else [])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pytrim.cli import run
 from pytrim.evaluate import evaluate
+from pytrim.upgrade import current_format
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    args.net, args.weights = current_format(args.net, "net"), current_format(args.weights, "weights")
     acc = evaluate(args.net, args.weights, limit=args.limit, progress=not args.quiet)
     if args.json:
         print(json.dumps({"top1": acc.top1, "top5": acc.top5, "images": acc.images}))

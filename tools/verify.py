@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pytrim.choose import load_selection
 from pytrim.cli import run
+from pytrim.upgrade import current_format
 from pytrim.verify import verify
 
 
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=1, help="forward passes to compare (default 1)")
     parser.add_argument("--json", action="store_true", help="print the per-blob result as JSON")
     args = parser.parse_args(argv)
+    args.net, args.weights = current_format(args.net, "net"), current_format(args.weights, "weights")
     selections = load_selection(args.selection)
     result = verify(
         args.net, args.weights, args.trimmed_net, args.trimmed_weights, selections, tol=args.tol, batches=args.batches
