@@ -8,7 +8,7 @@ CUDA_ARCH ?= 90
 DATASET ?= fashion-mnist
 CAFFE_FLAGS := $(if $(filter 1,$(CUDA)),--cuda --cuda-arch "$(CUDA_ARCH)",)
 
-.PHONY: help venv caffe caffe-deps lenet-data lenet-baseline lenet-trim bench test lint clean
+.PHONY: help venv caffe caffe-deps lenet-data lenet-baseline lenet-trim vgg16-trim vgg16-synthetic bench test lint clean
 
 help:
 	@echo "make caffe            build Caffe from source (cached) and expose it in $(VENV)"
@@ -16,6 +16,8 @@ help:
 	@echo "make lenet-data       LeNet data as LMDB (DATASET=fashion-mnist|mnist)"
 	@echo "make lenet-baseline   train LeNet, write models/lenet/lenet.caffemodel, print top-1"
 	@echo "make lenet-trim       Network Trimming on LeNet: runs/lenet-trim/report.md (TRIM_ARGS=...)"
+	@echo "make vgg16-trim VGG16_WEIGHTS=... IMAGENET_VAL=... IMAGENET_TRAIN=...   the paper's VGG-16 run"
+	@echo "make vgg16-synthetic  the VGG-16 machinery on filler weights and generated images"
 	@echo "make bench            APoZ collection overhead vs a bare forward pass"
 	@echo "make test             run the test suite"
 	@echo "make lint             ruff"
@@ -55,6 +57,16 @@ lenet-baseline: lenet-data
 # resumes an interrupted run (TRIM_ARGS="--restart" starts over).
 lenet-trim: lenet-data
 	$(PY) tools/trim.py --schedule prototxt/lenet/trim.toml $(TRIM_ARGS)
+
+# The paper's VGG-16 experiment. Without the weights or the data it says what is missing.
+VGG16_FLAGS := $(if $(VGG16_WEIGHTS),--weights $(VGG16_WEIGHTS)) $(if $(IMAGENET_VAL),--val $(IMAGENET_VAL)) \
+  $(if $(IMAGENET_VAL_LABELS),--val-labels $(IMAGENET_VAL_LABELS)) $(if $(IMAGENET_TRAIN),--train $(IMAGENET_TRAIN)) \
+  $(if $(IMAGENET_TRAIN_LABELS),--train-labels $(IMAGENET_TRAIN_LABELS))
+vgg16-trim: caffe
+	$(PY) tools/vgg16.py $(strip $(VGG16_FLAGS) $(VGG16_ARGS))
+
+vgg16-synthetic: caffe
+	$(PY) tools/vgg16.py --synthetic $(VGG16_ARGS)
 
 bench: lenet-data
 	@$(MAKE) --no-print-directory $(LENET_MODEL)

@@ -37,13 +37,28 @@ def caffe_tool(name: str) -> str:
     raise CaffeNotFound(f"Caffe's `{name}` tool is not installed: {HOW_TO_BUILD}")
 
 
+def gpu_device() -> int | None:
+    """The GPU to use, from PYTRIM_GPU (a device id), or None for the CPU."""
+    value = os.environ.get("PYTRIM_GPU", "").strip()
+    if not value or value.lower() in ("cpu", "none", "-1"):
+        return None
+    if not value.isdigit():
+        raise ValueError(f"PYTRIM_GPU must be a device id such as 0, not {value!r}")
+    return int(value)
+
+
 def load_caffe() -> ModuleType:
-    """Import pycaffe in CPU mode."""
+    """Import pycaffe, in GPU mode on device PYTRIM_GPU if set, else in CPU mode."""
     try:
         import caffe
     except ImportError as exc:
         raise CaffeNotFound(f"pycaffe cannot be imported ({exc}): {HOW_TO_BUILD}") from exc
-    caffe.set_mode_cpu()
+    device = gpu_device()
+    if device is None:
+        caffe.set_mode_cpu()
+    else:
+        caffe.set_device(device)
+        caffe.set_mode_gpu()
     return caffe
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pytrim.caffe_env import load_caffe
+from pytrim.caffe_env import gpu_device, load_caffe
 from pytrim.datasets import lmdb_entries
 from pytrim.evaluate import find_test_data
 from pytrim.graph import layer_by_name, relu_outputs, trimmable_layers
@@ -160,14 +160,41 @@ class ZeroCounter:
         self.images += take
 
 
+class FractionCounter(ZeroCounter):
+    """The same counts from a statistics net (pytrim.statsnet): Caffe computes per image and
+    channel the fraction of non-zero positions, and only those N x C numbers are read."""
+
+    def __init__(self, net: Any, targets: dict[str, tuple[str, bool]], positions: dict[str, int]) -> None:
+        from pytrim.statsnet import frac_blob
+
+        self.net = net
+        self.blobs = {name: frac_blob(name) for name in targets}
+        self.zeros = {
+            name: np.zeros(net.blobs[blob].data.shape[1], dtype=np.int64) for name, blob in self.blobs.items()
+        }
+        self.positions = positions
+        self.images = 0
+
+    def update(self, take: int) -> None:
+        from pytrim.statsnet import zeros_from_fractions
+
+        for name, blob in self.blobs.items():
+            self.zeros[name] += zeros_from_fractions(self.net.blobs[blob].data[:take], self.positions[name])
+        self.images += take
+
+
 def collect(
     net_path: str | Path,
     weights: str | Path,
     layers: list[str] | None = None,
     limit: int | None = None,
     progress: bool = True,
+    device_counting: bool | None = None,
 ) -> Stats:
-    """Count zeros per output channel of `layers` (default: every trimmable layer)."""
+    """Count zeros per output channel of `layers` (default: every trimmable layer).
+
+    With `device_counting` (the default in GPU mode) Caffe counts inside a statistics copy
+    of the net and only N x C fractions per layer reach the host."""
     from tqdm import tqdm
 
     net_param = read_net(net_path)
@@ -179,9 +206,22 @@ def collect(
     if total <= 0:
         raise ValueError(f"{source}: no images to collect statistics on")
     targets = collect_targets(net_param, layers)
+    if device_counting is None:
+        device_counting = gpu_device() is not None
     net = load_net(net_path, weights)
+    if device_counting:
+        import tempfile
+
+        from pytrim.statsnet import write_stats_net
+
+        positions = {name: int(np.prod(net.blobs[blob].data.shape[2:])) for name, (blob, _) in targets.items()}
+        with tempfile.TemporaryDirectory() as tmp:
+            stats_path = write_stats_net(net_path, targets, Path(tmp) / "stats.prototxt")
+            net = load_net(stats_path, weights)
+        counter: ZeroCounter = FractionCounter(net, targets, positions)
+    else:
+        counter = ZeroCounter(net, targets)
     batch = data_layer.data_param.batch_size
-    counter = ZeroCounter(net, targets)
     start = time.monotonic()
     with tqdm(total=total, desc="APoZ", unit="img", disable=not progress, leave=False) as bar:
         for _ in range(math.ceil(total / batch)):
@@ -191,7 +231,7 @@ def collect(
             bar.update(take)
     seconds = time.monotonic() - start
     seen, zeros, positions = counter.images, counter.zeros, counter.positions
-    widths = {name: int(net.blobs[blob].data.shape[1]) for name, (blob, _) in targets.items()}
+    widths = {name: int(zeros[name].size) for name in targets}
     stats = {
         name: LayerStats(name, blob, relu, zeros[name], seen, positions[name]) for name, (blob, relu) in targets.items()
     }

@@ -123,11 +123,11 @@ def _cut(
     for name in sorted(set(sites) | set(consumer_of), key=list(types).index):
         arrays = model.arrays(name)
         w = weight_matrix(arrays[0], types[name])
-        rest = arrays[1:]
+        rest = [b.reshape(-1) for b in arrays[1:]]  # biases, 1-d (legacy files store them 4-d)
         if name in sites:  # output rows
             keep = selections[name].keep
             w = w[keep]
-            rest = [b.reshape(-1)[keep] if b.size == sites[name].width else b for b in rest]
+            rest = [b[keep] if b.size == sites[name].width else b for b in rest]
         if name in consumer_of:  # input columns
             producer = consumer_of[name]
             keep_in, width_in = selections[producer].keep, sites[producer].width

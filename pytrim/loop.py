@@ -346,13 +346,19 @@ class Loop:
         verified = self.step(record, "verify", verify_step)
         evaluated = self.step(record, "evaluate_trimmed", lambda: self.evaluate(new_net, trimmed))
         retrained = folder / "retrained.caffemodel"
-        self.step(
-            record,
-            "retrain",
-            lambda: self.train(s.finetune_solver, new_net, retrained, trimmed, plan.finetune_iters),
-            [retrained],
-        )
-        final = self.step(record, "evaluate_retrained", lambda: self.evaluate(new_net, retrained))
+        if plan.finetune_iters > 0:
+            self.step(
+                record,
+                "retrain",
+                lambda: self.train(s.finetune_solver, new_net, retrained, trimmed, plan.finetune_iters),
+                [retrained],
+            )
+            final = self.step(record, "evaluate_retrained", lambda: self.evaluate(new_net, retrained))
+        else:  # a width plan applied without retraining: the trimmed net is the result
+            if not retrained.exists():
+                os.link(trimmed, retrained)
+            record["retrain"] = {"skipped": True}
+            final = evaluated
         record.update(
             widths=widths_text(widths(new_net)),
             params=cut_result["params"],

@@ -22,7 +22,7 @@ from typing import Any
 
 from google.protobuf import text_format
 
-from pytrim.caffe_env import caffe_pb2, caffe_tool
+from pytrim.caffe_env import caffe_pb2, caffe_tool, gpu_device
 
 
 class CaffeCrashed(RuntimeError):
@@ -144,6 +144,9 @@ def train(
     solver_copy.write_text(text_format.MessageToString(solver))
 
     args = [caffe_tool("caffe"), "train", f"--solver={solver_copy}"]
+    device = gpu_device()
+    if device is not None:
+        args.append(f"--gpu={device}")
     if weights is not None:
         args.append(f"--weights={weights}")
     state = {"iteration": 0, "loss": math.nan}

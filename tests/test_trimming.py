@@ -12,11 +12,12 @@ import pytest
 from conftest import write_prototxt
 
 from pytrim.choose import Rule, Selection, choose
-from pytrim.collect import collect, load_stats, save_stats
+from pytrim.collect import collect, collect_targets, load_stats, save_stats
 from pytrim.cut import cut
 from pytrim.datasets import write_lmdb
 from pytrim.graph import UnsupportedTopology, relu_outputs, trim_site
 from pytrim.protoutil import read_model, read_net, write_model
+from pytrim.statsnet import caffe_test_fractions, write_stats_net
 from pytrim.verify import verify
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,6 +131,23 @@ def test_apoz_equals_brute_force_count(caffe, small_net: dict[str, Path]) -> Non
     assert again.weights_sha256 == stats.weights_sha256 and list(again.layers) == list(stats.layers)
     for name in stats.layers:
         np.testing.assert_array_equal(again.layers[name].apoz, stats.layers[name].apoz)
+
+
+def test_statistics_net_counts_exactly_on_the_device(caffe, small_net: dict[str, Path]) -> None:
+    """Threshold + global pooling inside Caffe give the same counts as counting on the host;
+    `caffe test` on the same statistics net gives them within its printed precision."""
+    host = collect(small_net["net"], small_net["weights"], limit=20, progress=False, device_counting=False)
+    device = collect(small_net["net"], small_net["weights"], limit=20, progress=False, device_counting=True)
+    for name in host.layers:
+        np.testing.assert_array_equal(device.layers[name].zeros, host.layers[name].zeros)
+        assert device.layers[name].positions == host.layers[name].positions
+    targets = collect_targets(read_net(small_net["net"]))
+    stats_prototxt = write_stats_net(small_net["net"], targets, small_net["dir"] / "stats.prototxt")
+    fractions = caffe_test_fractions(stats_prototxt, small_net["weights"], 2, small_net["dir"] / "test.log")
+    for name, layer in host.layers.items():
+        per_slot = fractions[name].reshape(10, -1)  # batch 10: (image slot, channel), averaged over 2 batches
+        apoz = 1.0 - per_slot.mean(axis=0)
+        np.testing.assert_allclose(apoz, layer.apoz, atol=1e-5)
 
 
 def test_choose_mean_plus_k_std() -> None:
