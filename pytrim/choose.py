@@ -112,3 +112,16 @@ def load_selection(path: str | Path, weights: str | Path | None = None) -> dict[
         if sha256_file(weights) != data["weights_sha256"]:
             raise StatsMismatch(f"{path} was chosen from statistics of other weights than {weights}")
     return {entry["layer"]: Selection.from_json(entry) for entry in data["layers"]}
+
+
+def overlap(a: Selection, b: Selection) -> dict[str, float | int]:
+    """How alike two choices of neurons to remove are (e.g. from validation vs training data)."""
+    removed_a, removed_b = set(a.remove.tolist()), set(b.remove.tolist())
+    both, either = removed_a & removed_b, removed_a | removed_b
+    return {
+        "removed_a": len(removed_a),
+        "removed_b": len(removed_b),
+        "common": len(both),
+        "jaccard": len(both) / len(either) if either else 1.0,
+        "share_of_a": len(both) / len(removed_a) if removed_a else 1.0,
+    }
