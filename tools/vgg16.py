@@ -22,6 +22,7 @@ from pytrim.cli import run
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "data"))  # data/prepare_imagenet.py
+sys.path.insert(0, str(ROOT / "tools"))  # tools/overlap.py
 
 
 WEIGHTS_URL = "http://www.robots.ox.ac.uk/~vgg/software/very_deep/caffe/VGG_ILSVRC_16_layers.caffemodel"
@@ -74,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="use only the first N images of each split")
     parser.add_argument("--widths", help="apply one width plan instead of the schedule, e.g. conv5_3=390,fc6=1513")
     parser.add_argument("--no-retrain", action="store_true", help="with --widths: cut and evaluate, no retraining")
+    parser.add_argument(
+        "--overlap",
+        action="store_true",
+        help="first compare the neurons chosen on validation vs a same-size training sample",
+    )
     parser.add_argument("--schedule", type=Path, default=ROOT / "prototxt/vgg16/trim.toml")
     parser.add_argument("--iterations", type=int, help="override the schedule's iterations")
     parser.add_argument("--finetune-iters", type=int, help="override the schedule's fine-tuning iterations")
@@ -113,6 +119,22 @@ def main(argv: list[str] | None = None) -> int:
     train_source = args.train if retrain else args.val
     prepare("train", train_source, args.train_labels if retrain else args.val_labels, data_dir, args.limit)
     net = net_with_data(ROOT / "prototxt/vgg16/train_val.prototxt", out / "train_val.prototxt", data_dir)
+    if args.overlap:
+        import overlap as overlap_tool
+
+        overlap_tool.main(
+            [
+                "--net",
+                str(net),
+                "--weights",
+                str(current_format(args.weights, "weights")),
+                "--other",
+                str(data_dir / "train_lmdb"),
+                "--layers",
+                args.layers,
+            ]
+            + (["--limit", str(args.limit)] if args.limit else [])
+        )
     overrides = {
         "out": str(out),
         "net": str(net),
