@@ -422,3 +422,46 @@ def test_cut_tool_with_verify(small_net: dict[str, Path], tmp_path: Path) -> Non
         str(out / "sel.json"),
     )
     assert r.returncode == 0 and "verify: OK" in r.stdout
+
+
+def test_overlap_of_two_samples(small_net: dict[str, Path], tmp_path: Path) -> None:
+    other = write_lmdb(*images(25, seed=9), tmp_path / "other", progress=False)
+    same = tool(
+        str(ROOT / "tools/overlap.py"),
+        "--net",
+        str(small_net["net"]),
+        "--weights",
+        str(small_net["weights"]),
+        "--other",
+        str(small_net["db"]),
+        "--layers",
+        "conv2,ip1",
+        "--k",
+        "0",
+        "--json",
+    )
+    assert same.returncode == 0, same.stderr
+    for entry in json.loads(same.stdout).values():
+        assert entry["jaccard"] == 1.0 and entry["common"] == entry["removed_a"] > 0
+    result = tool(
+        str(ROOT / "tools/overlap.py"),
+        "--net",
+        str(small_net["net"]),
+        "--weights",
+        str(small_net["weights"]),
+        "--other",
+        str(other),
+        "--layers",
+        "ip1",
+        "--k",
+        "0",
+        "--json",
+    )
+    got = json.loads(result.stdout)["ip1"]
+    a = collect(small_net["net"], small_net["weights"], layers=["ip1"], progress=False).layers["ip1"].apoz
+    net = small_net["net"].read_text().replace(f'source: "{small_net["db"]}"', f'source: "{other}"')
+    other_net = write_prototxt(tmp_path / "other.prototxt", net)
+    b = collect(other_net, small_net["weights"], layers=["ip1"], progress=False).layers["ip1"].apoz
+    removed_a, removed_b = set(np.flatnonzero(a > a.mean())), set(np.flatnonzero(b > b.mean()))
+    assert got["common"] == len(removed_a & removed_b)
+    assert got["jaccard"] == pytest.approx(len(removed_a & removed_b) / len(removed_a | removed_b))

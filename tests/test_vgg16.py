@@ -77,3 +77,97 @@ def test_conv5_3_and_fc6_cut_is_exact(vgg: dict[str, Path]) -> None:
     assert check.ok, (check.problems, check.max_relative)
     blobs = {c.blob for c in check.checks}
     assert {"conv5_3", "pool5", "fc6", "fc7", "fc8"} <= blobs
+
+
+def run_tool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, check=False, cwd=cwd)
+
+
+def test_missing_weights_or_data_is_said_and_nothing_is_done(tmp_path: Path) -> None:
+    result = run_tool(str(ROOT / "tools/vgg16.py"), "--out", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert "VGG_ILSVRC_16_layers.caffemodel" in result.stderr and "robots.ox.ac.uk" in result.stderr
+    assert "ImageNet validation set" in result.stderr and "image-net.org" in result.stderr
+    result = run_tool(
+        str(ROOT / "tools/vgg16.py"),
+        "--weights",
+        str(tmp_path / "nope.caffemodel"),
+        "--val",
+        str(tmp_path),
+        "--no-retrain",
+        "--out",
+        str(tmp_path / "run"),
+    )
+    assert result.returncode == 2 and "not found: " in result.stderr and "--val-labels" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def jpeg_folder(folder: Path, count: int) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(5)
+    lines = []
+    for i in range(count):
+        name = f"ILSVRC2012_val_{i + 1:08d}.JPEG"
+        Image.fromarray(rng.integers(0, 256, (300 + i, 280, 3), dtype=np.uint8)).save(folder / name, "JPEG")
+        lines.append(f"{name} {i * 7 % 1000}")
+    (folder / "val.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_jpeg_folder_is_converted_with_convert_imageset(tmp_path: Path) -> None:
+    folder = jpeg_folder(tmp_path / "val", 4)
+    result = run_tool(
+        str(ROOT / "data/prepare_imagenet.py"),
+        "--val",
+        str(folder),
+        "--val-labels",
+        str(folder / "val.txt"),
+        "--limit",
+        "3",
+        "--out",
+        str(tmp_path / "imagenet"),
+    )
+    assert result.returncode == 0, result.stderr
+    from pytrim.caffe_env import caffe_pb2
+    from pytrim.datasets import lmdb_entries
+
+    db = tmp_path / "imagenet/val_lmdb"
+    assert lmdb_entries(db) == 3
+    import lmdb
+
+    with lmdb.open(str(db), readonly=True, lock=False) as env, env.begin() as txn:
+        datum = caffe_pb2().Datum.FromString(next(iter(txn.cursor()))[1])
+    assert (datum.channels, datum.height, datum.width, datum.label) == (3, 256, 256, 0)
+    bad = run_tool(str(ROOT / "data/prepare_imagenet.py"), "--val", str(folder), "--out", str(tmp_path / "x"))
+    assert bad.returncode == 1 and "--val-labels FILE is needed" in bad.stderr
+
+
+def test_real_path_with_a_width_plan_on_filler_weights(vgg: dict[str, Path], tmp_path: Path) -> None:
+    """tools/vgg16.py as a user runs it (JPEGs + labels, V1-free weights), Trim-6 widths."""
+    folder = jpeg_folder(tmp_path / "val", 2)
+    result = run_tool(
+        str(ROOT / "tools/vgg16.py"),
+        "--weights",
+        str(vgg["weights"]),
+        "--val",
+        str(folder),
+        "--val-labels",
+        str(folder / "val.txt"),
+        "--widths",
+        "conv5_3=390,fc6=1513",
+        "--no-retrain",
+        "--out",
+        str(tmp_path / "run"),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    import json
+
+    report = json.loads((tmp_path / "run/report.json").read_text())
+    assert report["baseline"]["params"] == 138_357_544
+    (trim,) = report["iterations"]
+    assert trim["params"] == 53_365_677 and round(trim["compression"], 2) == 2.59
+    assert trim["widths"].split("-")[12:14] == ["390", "1513"]
+    assert trim["verify_max_relative_diff"] <= 1e-5
