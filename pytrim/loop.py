@@ -26,7 +26,7 @@ from pytrim.choose import Rule, Selection, choose
 from pytrim.collect import load_stats, sha256_file
 from pytrim.cut import count_params, cut
 from pytrim.graph import TRIMMABLE, num_output
-from pytrim.protoutil import read_net
+from pytrim.protoutil import read_net, write_atomic
 from pytrim.train import TrainingDiverged, read_solver, train
 from pytrim.upgrade import current_format
 
@@ -297,8 +297,11 @@ class Loop:
                 if layer not in stats.layers:
                     raise StepFailed(f"iteration {number}: no statistics for layer {layer!r}")
                 chosen[layer] = choose(layer, stats.layers[layer].apoz, plan.rule_for(layer)).to_json()
-            (folder / "selection.json").write_text(
-                json.dumps({"weights_sha256": stats.weights_sha256, "layers": list(chosen.values())}, indent=1)
+            write_atomic(
+                folder / "selection.json",
+                json.dumps(
+                    {"weights_sha256": stats.weights_sha256, "layers": list(chosen.values())}, indent=1
+                ).encode(),
             )
             return {name: {"width": c["width"], "kept": c["kept"]} for name, c in chosen.items()}
 

@@ -29,14 +29,19 @@ def read_net(path: str | Path) -> Any:
     return net
 
 
-def write_text(message: Any, path: str | Path) -> Path:
-    """Write a message as prototxt, atomically (temporary file, then rename)."""
+def write_atomic(path: str | Path, data: bytes) -> Path:
+    """Write a file under a temporary name, then rename it: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(text_format.MessageToString(message))
+    partial.write_bytes(data)
     os.replace(partial, path)
     return path
+
+
+def write_text(message: Any, path: str | Path) -> Path:
+    """Write a message as prototxt, atomically."""
+    return write_atomic(path, text_format.MessageToString(message).encode())
 
 
 def read_model(path: str | Path) -> Any:
@@ -54,9 +59,4 @@ def read_model(path: str | Path) -> Any:
 
 def write_model(model: Any, path: str | Path) -> Path:
     """Write a NetParameter as a binary caffemodel, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(model.SerializeToString())
-    os.replace(partial, path)
-    return path
+    return write_atomic(path, model.SerializeToString())

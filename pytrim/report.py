@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pytrim.loop import final_record
+from pytrim.protoutil import write_atomic
 
 
 def build(state: dict[str, Any]) -> dict[str, Any]:
@@ -126,6 +127,6 @@ def write(state: dict[str, Any], out_dir: str | Path, title: str) -> dict[str, A
     """Write report.json and report.md into `out_dir`; return the report."""
     out_dir = Path(out_dir)
     report = build(state)
-    (out_dir / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out_dir / "report.md").write_text(markdown(report, title))
+    write_atomic(out_dir / "report.json", (json.dumps(report, indent=1) + "\n").encode())
+    write_atomic(out_dir / "report.md", markdown(report, title).encode())
     return report

@@ -15,6 +15,7 @@ from pathlib import Path
 from pytrim.choose import Rule, choose
 from pytrim.cli import run
 from pytrim.collect import check_stats_match, load_stats
+from pytrim.protoutil import write_atomic
 
 
 def per_layer(values: list[str] | None, cast=float) -> dict:
@@ -65,9 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         selections[name] = choose(name, stats.layers[name].apoz, layer_rule)
         chosen = selections[name]
         print(f"{name}: keep {len(chosen.keep)} of {chosen.width}, remove {len(chosen.remove)}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"weights_sha256": stats.weights_sha256, "layers": [s.to_json() for s in selections.values()]}
-    args.out.write_text(json.dumps(payload, indent=1) + "\n")
+    write_atomic(args.out, (json.dumps(payload, indent=1) + "\n").encode())
     return 0
 
 
