@@ -367,6 +367,7 @@ class Loop:
             params=cut_result["params"],
             compression=self.state["baseline"]["params"] / cut_result["params"],
             top1_trimmed=evaluated["top1"],
+            top5_trimmed=evaluated["top5"],
             top1_retrained=final["top1"],
             top5_retrained=final["top5"],
             verify_max_relative_diff=verified.get("max_relative_diff"),

@@ -40,6 +40,8 @@ def build(state: dict[str, Any]) -> dict[str, Any]:
                 "compression": round(record["compression"], 4),
                 "top1_trimmed": record["top1_trimmed"],
                 "top1_retrained": record["top1_retrained"],
+                "top5_trimmed": record.get("top5_trimmed"),
+                "top5_retrained": record.get("top5_retrained"),
                 "mean_apoz": record["mean_apoz"],
                 "verify_max_relative_diff": record.get("verify_max_relative_diff"),
                 "stopped": record.get("stopped"),
@@ -61,47 +63,34 @@ def build(state: dict[str, Any]) -> dict[str, Any]:
     return report
 
 
-def markdown(report: dict[str, Any], title: str) -> str:
-    """The paper's table form."""
+def pct(value: float | None) -> str:
+    return "" if value is None else f"{value:.2%}"
+
+
+def markdown(report: dict[str, Any], title: str, top5: bool = False) -> str:
+    """The paper's table form (with top-5 columns for ImageNet nets)."""
     base = report["baseline"]
-    layers = (
-        sorted(
-            {name for it in report["iterations"] for name in it["mean_apoz"]},
-            key=lambda n: list(report["iterations"][0]["mean_apoz"]).index(n),
-        )
-        if report["iterations"]
-        else []
-    )
+    first = report["iterations"][0]["mean_apoz"] if report["iterations"] else {}
+    layers = sorted({n for it in report["iterations"] for n in it["mean_apoz"]}, key=list(first).index)
     head = ["Network", "Widths", "Parameters", "Compression", "Top-1 after cut", "Top-1 after retraining"]
+    head += ["Top-5 after cut", "Top-5 after retraining"] if top5 else []
     head += [f"mean APoZ {name}" for name in layers]
-    rows = [
-        ["Original", base["widths"], f"{base['params']:,}", "1.00x", "", f"{base['top1']:.2%}"] + [""] * len(layers)
-    ]
+
+    def row(name: str, entry: dict, compression: str, accuracy: list[float | None], apoz: dict) -> list[str]:
+        cells = [name, entry["widths"], f"{entry['params']:,}", compression]
+        cells += [pct(a) for a in (accuracy if top5 else accuracy[:2])]
+        return cells + [pct(apoz.get(n)) for n in layers]
+
+    rows = [row("Original", base, "1.00x", [None, base["top1"], None, base.get("top5")], {})]
     for it in report["iterations"]:
         mark = " (stopped)" if it.get("stopped") else ""
-        rows.append(
-            [
-                f"Trim-{it['iteration']}{mark}",
-                it["widths"],
-                f"{it['params']:,}",
-                f"{it['compression']:.2f}x",
-                f"{it['top1_trimmed']:.2%}",
-                f"{it['top1_retrained']:.2%}",
-            ]
-            + [f"{it['mean_apoz'].get(name, float('nan')):.2%}" for name in layers]
-        )
+        accuracy = [it["top1_trimmed"], it["top1_retrained"], it.get("top5_trimmed"), it.get("top5_retrained")]
+        rows.append(row(f"Trim-{it['iteration']}{mark}", it, f"{it['compression']:.2f}x", accuracy, it["mean_apoz"]))
     scratch = report.get("scratch") or {}
     if scratch:
+        compression = f"{base['params'] / scratch['params']:.2f}x"
         rows.append(
-            [
-                f"Scratch ({scratch['iterations']} it.)",
-                scratch["widths"],
-                f"{scratch['params']:,}",
-                f"{base['params'] / scratch['params']:.2f}x",
-                "",
-                f"{scratch['top1']:.2%}",
-            ]
-            + [""] * len(layers)
+            row(f"Scratch ({scratch['iterations']} it.)", scratch, compression, [None, scratch["top1"], None, None], {})
         )
     lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -123,10 +112,10 @@ def markdown(report: dict[str, Any], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(state: dict[str, Any], out_dir: str | Path, title: str) -> dict[str, Any]:
+def write(state: dict[str, Any], out_dir: str | Path, title: str, top5: bool = False) -> dict[str, Any]:
     """Write report.json and report.md into `out_dir`; return the report."""
     out_dir = Path(out_dir)
     report = build(state)
     write_atomic(out_dir / "report.json", (json.dumps(report, indent=1) + "\n").encode())
-    write_atomic(out_dir / "report.md", markdown(report, title).encode())
+    write_atomic(out_dir / "report.md", markdown(report, title, top5).encode())
     return report

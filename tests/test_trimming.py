@@ -465,3 +465,28 @@ def test_overlap_of_two_samples(small_net: dict[str, Path], tmp_path: Path) -> N
     removed_a, removed_b = set(np.flatnonzero(a > a.mean())), set(np.flatnonzero(b > b.mean()))
     assert got["common"] == len(removed_a & removed_b)
     assert got["jaccard"] == pytest.approx(len(removed_a & removed_b) / len(removed_a | removed_b))
+
+
+def test_compare_reports_flops_params_and_accuracy(small_net: dict[str, Path]) -> None:
+    chosen = {"ip1": selection("ip1", 12, [0, 1, 2, 3])}
+    out = small_net["dir"] / "cut"
+    cut([small_net["net"]], small_net["weights"], chosen, [out / "train_val.prototxt"], out / "trimmed.caffemodel")
+    result = tool(
+        str(ROOT / "tools/compare.py"),
+        "--net",
+        str(small_net["net"]),
+        "--weights",
+        str(small_net["weights"]),
+        "--net2",
+        str(out / "train_val.prototxt"),
+        "--weights2",
+        str(out / "trimmed.caffemodel"),
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    a, b = json.loads(result.stdout).values()
+    # 2 FLOPs per multiply-add: conv1 54 weights x 26x26, conv2 432 x 12x12, ip1 288x12, ip2 12x10.
+    assert a["flops"] == 2 * (54 * 676 + 432 * 144 + 288 * 12 + 12 * 10) == 204_576
+    assert b["flops"] == 2 * (54 * 676 + 432 * 144 + 288 * 8 + 8 * 10)
+    assert a["params"] - b["params"] == 4 * 288 + 4 + 4 * 10
+    assert a["images"] == b["images"] == 25 and 0 <= b["top1"] <= 1 and a["ms_per_image"] > 0

@@ -152,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides["finetune_iters"] = 0
     schedule = load_schedule(args.schedule, **overrides)
     state = Loop(schedule).run()
-    report = write(state, schedule.out, "Network Trimming: VGG-16")
-    print(markdown(report, "Network Trimming: VGG-16"))
+    report = write(state, schedule.out, "Network Trimming: VGG-16", top5=True)
+    print(markdown(report, "Network Trimming: VGG-16", top5=True))
     return 0
 
 
