@@ -340,3 +340,72 @@ def histograms(stats: Stats, out_dir: str | Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def collect_layer_data(
+    net_path: str | Path,
+    weights: str | Path,
+    layers: list[str],
+    limit: int | None = None,
+    taylor: bool = False,
+    masks: dict[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """Everything the pruning criteria read (pytrim.criteria.LayerData), per layer.
+
+    One whole forward pass per batch (and a backward pass for `taylor`): per output channel
+    the zero count and the sum of the post-ReLU output; per input (channel for a
+    convolution, flattened neuron for an InnerProduct) the mean |x|; and with `taylor` the
+    per-image |mean over positions of activation x gradient|, summed over images (for an
+    in-place ReLU the blob's diff is the gradient before the ReLU, whose product with the
+    post-ReLU activation is the same). `masks` (layer -> bool array of the weight's shape)
+    are applied to the weights first.
+    """
+    from pytrim.criteria import LayerData
+
+    net_param = read_net(net_path)
+    data_layer, _, _ = find_test_data(net_param)
+    total = lmdb_entries(data_layer.data_param.source)
+    total = min(total, limit) if limit else total
+    targets = collect_targets(net_param, layers)
+    bottoms = {name: layer_by_name(net_param, name).bottom[0] for name in layers}
+    net = load_net(net_path, weights)
+    for name, mask in (masks or {}).items():
+        net.params[name][0].data[...] *= mask
+    batch = data_layer.data_param.batch_size
+    shapes = {name: net.blobs[blob].data.shape for name, (blob, _) in targets.items()}
+    zeros = {name: np.zeros(shape[1], np.int64) for name, shape in shapes.items()}
+    sums = {name: np.zeros(shape[1]) for name, shape in shapes.items()}
+    products = {name: np.zeros(shape[1]) for name, shape in shapes.items()}
+    inputs: dict[str, np.ndarray] = {}
+    seen = 0
+    for _ in range(math.ceil(total / batch)):
+        net.forward()
+        if taylor:
+            net.backward()
+        take = min(batch, total - seen)
+        for name, (blob, _) in targets.items():
+            data = net.blobs[blob].data[:take].reshape(take, shapes[name][1], -1)
+            zeros[name] += np.count_nonzero(data <= 0, axis=(0, 2))
+            sums[name] += np.maximum(data, 0).sum(axis=(0, 2))
+            if taylor:
+                grad = net.blobs[blob].diff[:take].reshape(data.shape)
+                products[name] += np.abs((data * grad).mean(axis=2)).sum(axis=0)
+            x = np.abs(net.blobs[bottoms[name]].data[:take])
+            conv = layer_by_name(net_param, name).type == "Convolution"
+            per_input = x.reshape(take, x.shape[1], -1).mean(axis=2) if conv else x.reshape(take, -1)
+            inputs[name] = inputs.get(name, 0) + per_input.sum(axis=0)
+        seen += take
+    result = {}
+    for name, shape in shapes.items():
+        params = net.params[name]
+        result[name] = LayerData(
+            weights=params[0].data.copy(),
+            bias=params[1].data.copy() if len(params) > 1 else None,
+            zeros=zeros[name],
+            positions=int(np.prod(shape[2:])),
+            images=seen,
+            activation_sum=sums[name],
+            taylor=products[name] if taylor else None,
+            input_abs_mean=inputs[name] / seen,
+        )
+    return result

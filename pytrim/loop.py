@@ -84,6 +84,16 @@ class Schedule:
         return plan
 
 
+def resolve(path: str) -> Path:
+    """A schedule's path: relative to the current directory, else to pytrim's repository root
+    (the shipped schedules name prototxt/... and models/... from there)."""
+    candidate = Path(path)
+    if candidate.is_absolute() or candidate.exists():
+        return candidate
+    rooted = TOOLS.parent / candidate
+    return rooted if rooted.exists() else candidate
+
+
 def load_schedule(path: str | Path, **overrides: Any) -> Schedule:
     """Read a schedule TOML; keyword overrides (not None) replace top-level or [trim] keys."""
     path = Path(path)
@@ -115,10 +125,11 @@ def load_schedule(path: str | Path, **overrides: Any) -> Schedule:
     except TypeError as exc:
         raise ValueError(f"{path}: [trim]: {exc}") from None
     per_iteration = {int(entry.pop("number")): entry for entry in iterations}
-    paths = {key: Path(data[key]) for key in ("net", "weights", "baseline_solver", "finetune_solver", "out")}
+    paths = {key: resolve(data[key]) for key in ("net", "weights", "baseline_solver", "finetune_solver")}
+    paths["out"] = Path(data["out"])
     return Schedule(
         **paths,
-        deploy=Path(data["deploy"]) if data.get("deploy") else None,
+        deploy=resolve(data["deploy"]) if data.get("deploy") else None,
         iterations=int(data["iterations"]),
         plan=plan,
         overrides=per_iteration,
