@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
+from test_trimming import small_net  # noqa: F401 - the fixture
 
+from pytrim.collect import collect_layer_data
+from pytrim.compare import NetSpec, Settings, relief, run_net, write
 from pytrim.criteria import (
     LayerData,
     expand_mask,
@@ -14,6 +22,7 @@ from pytrim.criteria import (
     unit_scores,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 # 3 neurons, 4 inputs.
 W = np.array([[1.0, -2.0, 0.0, 1.0], [0.5, 0.5, 0.5, 0.5], [-4.0, 0.0, 0.0, 0.0]])
 B = np.array([0.0, 2.0, -1.0])
@@ -91,3 +100,103 @@ def test_relief_conv_kernels_and_mask_expansion() -> None:
     assert keep.tolist() == [[False, False, True], [False, True, False]]
     full = expand_mask(keep, kernels.shape)
     assert full.shape == kernels.shape and full[0, 2].all() and not full[0, 0].any()
+
+
+# --- with Caffe -------------------------------------------------------------------------------
+
+
+def test_layer_data_matches_brute_force(caffe, small_net: dict[str, Path]) -> None:  # noqa: F811
+    data = collect_layer_data(small_net["net"], small_net["weights"], ["conv2", "ip1"], limit=20, taylor=True)
+    net = caffe.Net(str(small_net["net"]), str(small_net["weights"]), caffe.TEST)
+    acts, grads, inputs, fc_inputs = [], [], [], []
+    for _ in range(2):
+        net.forward()
+        net.backward()
+        acts.append(net.blobs["ip1"].data.copy())
+        grads.append(net.blobs["ip1"].diff.copy())
+        inputs.append(np.abs(net.blobs["conv1"].data).mean(axis=(2, 3)))
+        fc_inputs.append(np.abs(net.blobs["pool2"].data).reshape(10, -1))
+    a, g = np.concatenate(acts), np.concatenate(grads)
+    np.testing.assert_allclose(data["ip1"].activation_sum, np.maximum(a, 0).sum(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(data["ip1"].taylor, np.abs(a * g).sum(axis=0), rtol=1e-4, atol=1e-12)
+    np.testing.assert_allclose(data["conv2"].input_abs_mean, np.concatenate(inputs).mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(data["ip1"].input_abs_mean, np.concatenate(fc_inputs).mean(axis=0), rtol=1e-5)
+    assert data["ip1"].images == 20 and data["conv2"].positions == 144
+
+
+def test_masked_weights_stay_zero_through_solver_steps(caffe, small_net: dict[str, Path]) -> None:  # noqa: F811
+    d = small_net["dir"]
+    solver = d / "solver.prototxt"
+    solver.write_text(
+        f'net: "{small_net["net"]}"\nbase_lr: 0.05\nmomentum: 0.9\nlr_policy: "fixed"\n'
+        "max_iter: 10\nsolver_mode: CPU\nrandom_seed: 1\n"
+    )
+    rng = np.random.default_rng(0)
+    net = caffe.Net(str(small_net["net"]), str(small_net["weights"]), caffe.TEST)
+    masks = {name: rng.random(net.params[name][0].data.shape) > 0.5 for name in ("conv2", "ip1")}
+    np.savez(d / "masks.npz", **masks)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools/train_masked.py"),
+            "--solver",
+            str(solver),
+            "--weights",
+            str(small_net["weights"]),
+            "--masks",
+            str(d / "masks.npz"),
+            "--max-iter",
+            "15",
+            "--out",
+            str(d / "masked.caffemodel"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    after = caffe.Net(str(small_net["net"]), str(d / "masked.caffemodel"), caffe.TEST)
+    for name, mask in masks.items():
+        weights = after.params[name][0].data
+        assert np.all(weights[~mask] == 0)
+        assert not np.allclose(weights[mask], net.params[name][0].data[mask])  # the kept ones trained
+    assert not np.allclose(after.params["conv1"][0].data, net.params["conv1"][0].data)
+
+
+def test_relief_cuts_a_dead_neuron_and_keeps_alpha(caffe, small_net: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+    net = caffe.Net(str(small_net["net"]), str(small_net["weights"]), caffe.TEST)
+    net.params["ip1"][0].data[4] = 0.0
+    net.params["ip1"][1].data[4] = -1.0  # neuron 4 of ip1 always outputs ReLU(-1) = 0
+    dead = tmp_path / "dead.caffemodel"
+    net.save(str(dead))
+    spec = NetSpec("small", small_net["net"], small_net["deploy"], dead, small_net["net"], small_net["net"])
+    settings = Settings(alpha_conv=0.9, alpha_fc=0.95, stats_images=20)
+    out_net, out_weights, masks = relief(spec, settings, tmp_path, log=lambda _: None)
+    trimmed = caffe.Net(str(out_net), str(out_weights), caffe.TEST)
+    assert trimmed.params["ip1"][0].data.shape[0] <= 11  # the dead neuron is gone
+    for name, mask in masks.items():
+        assert mask.shape == trimmed.params[name][0].data.shape
+        assert np.all(trimmed.params[name][0].data[~mask] == 0)
+        assert 0 < mask.mean() < 1
+
+
+def test_tiny_comparison_writes_the_report(small_net: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text(
+        f'net: "{small_net["net"]}"\ntest_iter: 1\ntest_interval: 1000\nbase_lr: 0.01\n'
+        'momentum: 0.9\nlr_policy: "fixed"\ndisplay: 5\nmax_iter: 5\nsnapshot: 0\n'
+        'snapshot_prefix: "x"\nsolver_mode: CPU\nrandom_seed: 1\n'
+    )
+    spec = NetSpec("small", small_net["net"], small_net["deploy"], small_net["weights"], solver, solver)
+    settings = Settings(ratio=0.25, finetune_iters=5, stats_images=20)
+    entries = run_net(spec, ["apoz", "taylor", "magnitude"], settings, tmp_path / "cmp", log=lambda _: None)
+    assert [e["criterion"] for e in entries] == ["baseline", "apoz", "taylor", "magnitude"]
+    for entry in entries:
+        assert {"criterion", "net", "params", "nonzero", "compression", "top1", "flops"} <= set(entry)
+    apoz, taylor, magnitude = entries[1:]
+    assert apoz["params"] == taylor["params"] < entries[0]["params"]  # matched: same widths
+    assert magnitude["params"] == entries[0]["params"] > magnitude["nonzero"]
+    write(entries, settings, tmp_path / "cmp")
+    assert json.loads((tmp_path / "cmp/report.json").read_text())[1]["criterion"] == "apoz"
+    assert (tmp_path / "cmp/accuracy_vs_compression.png").stat().st_size > 5000
