@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     retrain = not args.no_retrain
+    if args.overlap and args.train is None:
+        parser.error("--overlap compares the validation data with a training sample: give --train")
     missing = missing_inputs(args.weights, args.val, args.val_labels, args.train, args.train_labels, retrain)
     if missing:
         print("error: VGG-16 trimming needs files that are not here:\n  - " + "\n  - ".join(missing), file=sys.stderr)
@@ -116,8 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = out / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     prepare("val", args.val, args.val_labels, data_dir, args.limit)
-    train_source = args.train if retrain else args.val
-    prepare("train", train_source, args.train_labels if retrain else args.val_labels, data_dir, args.limit)
+    if args.train is not None:
+        prepare("train", args.train, args.train_labels, data_dir, args.limit)
+    else:  # no retraining: the TRAIN phase is never run; point it at the validation data
+        link = data_dir / "train_lmdb"
+        if link.is_symlink():
+            link.unlink()
+        if not link.exists():
+            link.symlink_to((data_dir / "val_lmdb").resolve(), target_is_directory=True)
     net = net_with_data(ROOT / "prototxt/vgg16/train_val.prototxt", out / "train_val.prototxt", data_dir)
     if args.overlap:
         import overlap as overlap_tool
