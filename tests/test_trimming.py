@@ -71,6 +71,7 @@ def small_net(caffe, tmp_path: Path) -> dict[str, Path]:
         tmp_path / "train_val.prototxt", 'name: "small"\n' + DATA.format(train=db, test=db, batch=10) + BODY + LOSS
     )
     deploy = write_prototxt(tmp_path / "deploy.prototxt", 'name: "small"\n' + DEPLOY_INPUT + BODY)
+    caffe.set_random_seed(1701)  # the fillers: the same weights in every run
     net = caffe.Net(str(train_val), caffe.TEST)
     weights = tmp_path / "small.caffemodel"
     net.save(str(weights))
