@@ -279,7 +279,11 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) ->
 def test_tools_refuse_bad_input_and_write_nothing(small_net: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "out"
     # A caffemodel that does not match the prototxt: the differing layers and shapes named.
-    lenet = ROOT / "prototxt/lenet/train_val.prototxt"
+    lenet_text = (ROOT / "prototxt/lenet/train_val.prototxt").read_text()
+    lenet_text = lenet_text.replace("data/lenet/test_lmdb", str(small_net["db"]))
+    lenet = write_prototxt(
+        tmp_path / "lenet.prototxt", lenet_text.replace("data/lenet/train_lmdb", str(small_net["db"]))
+    )
     r = tool(
         str(ROOT / "tools/collect.py"),
         "--net",
