@@ -256,6 +256,7 @@ def plot(entries: list[dict[str, Any]], path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     markers = dict(zip(["baseline", *UNIT, *CONNECTION], "o^sDvP*X", strict=False))
     colours = dict(zip(sorted({e["net"] for e in entries}), ["#4477aa", "#cc6677", "#228833"], strict=False))
@@ -269,6 +270,8 @@ def plot(entries: list[dict[str, Any]], path: Path) -> Path:
     for net, colour in colours.items():
         ax.scatter([], [], marker="s", color=colour, label=net)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x" if v in (2, 3, 5) else ""))
     ax.set_xlabel("compression (baseline parameters / non-zero parameters)")
     ax.set_ylabel("top-1 after retraining (%)")
     ax.legend(fontsize=7, ncol=2)
