@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pytrim.choose import Rule, Selection, choose
 from pytrim.collect import load_stats, sha256_file
 from pytrim.cut import count_params, cut
@@ -42,6 +44,7 @@ class LayerPlan:
     """How one iteration trims its layers."""
 
     layers: list[str]
+    criterion: str = "apoz"  # any unit criterion of pytrim.criteria: apoz, mean_activation, l1, taylor, random
     rule: str = "apoz"
     k: float = 1.0
     ratio: float = 0.0
@@ -49,6 +52,12 @@ class LayerPlan:
     min_keep: dict[str, int] = field(default_factory=dict)
     widths: dict[str, int] = field(default_factory=dict)  # a width plan: keep exactly these
     finetune_iters: int = 2000
+
+    def __post_init__(self) -> None:
+        from pytrim.criteria import UNIT
+
+        if self.criterion not in UNIT:
+            raise ValueError(f"unknown criterion {self.criterion!r} for the loop (one of {', '.join(UNIT)})")
 
     def rule_for(self, layer: str) -> Rule:
         if layer in self.widths:
@@ -301,11 +310,30 @@ class Loop:
 
         def select_step() -> dict[str, Any]:
             stats = load_stats(stats_file)
+            scores = {name: layer.apoz for name, layer in stats.layers.items()}
+            if plan.criterion != "apoz":  # another unit criterion, scored in a child process
+                args = [
+                    "--net",
+                    str(net),
+                    "--weights",
+                    str(weights),
+                    "--criterion",
+                    plan.criterion,
+                    "--layers",
+                    ",".join(plan.layers),
+                    "--out",
+                    str(folder / "scores.npz"),
+                ]
+                if s.stats_limit:
+                    args += ["--limit", str(s.stats_limit)]
+                run_tool("score.py", args, f"score with {plan.criterion} (iteration {number})")
+                with np.load(folder / "scores.npz") as stored:
+                    scores = {name: stored[name] for name in stored.files}
             chosen = {}
             for layer in plan.layers:
-                if layer not in stats.layers:
+                if layer not in scores:
                     raise StepFailed(f"iteration {number}: no statistics for layer {layer!r}")
-                chosen[layer] = choose(layer, stats.layers[layer].apoz, plan.rule_for(layer)).to_json()
+                chosen[layer] = choose(layer, scores[layer], plan.rule_for(layer)).to_json()
             write_atomic(
                 folder / "selection.json",
                 json.dumps(

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import write_prototxt
 from test_trimming import BODY, DATA, DEPLOY_INPUT, LOSS, images
@@ -150,3 +151,24 @@ def test_schedule_errors_are_one_line(problem: Path) -> None:
     assert result.returncode == 1 and result.stderr.startswith("error: ") and "missing keys" in result.stderr
     result = trim("--schedule", str(problem / "nothing.toml"))
     assert result.returncode == 1 and "schedule file not found" in result.stderr
+
+
+def test_loop_with_another_criterion(problem: Path) -> None:
+    """The same loop with the L1 criterion: the removed neurons are the lowest-L1 ones."""
+    result = trim(
+        "--schedule", str(problem / "schedule.toml"), "--criterion", "l1", "--iterations", "1", "--no-scratch"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    from pytrim.caffemodel import Caffemodel
+
+    chosen = json.loads((problem / "run/iter-01/selection.json").read_text())["layers"]
+    with Caffemodel(problem / "baseline.caffemodel") as model:
+        for entry in chosen:
+            w = model.arrays(entry["layer"])[0]
+            l1 = np.abs(w.reshape(w.shape[0], -1)).sum(axis=1)
+            assert sorted(entry["remove"]) == sorted(np.argsort(l1)[: len(entry["remove"])].tolist())
+    report = json.loads((problem / "run/report.json").read_text())
+    assert report["iterations"][0]["widths"] == "6-6-9-10"
+    assert report["iterations"][0]["verify_max_relative_diff"] <= 1e-5
+    bad = trim("--schedule", str(problem / "schedule.toml"), "--criterion", "nope", "--out", str(problem / "x"))
+    assert bad.returncode == 1 and "unknown criterion 'nope'" in bad.stderr

@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schedule", type=Path, required=True, help="schedule TOML (e.g. prototxt/lenet/trim.toml)")
     parser.add_argument("--out", type=Path, help="output folder (default: the schedule's `out`)")
     parser.add_argument("--iterations", type=int, help="number of trimming iterations")
+    parser.add_argument("--criterion", help="unit criterion: apoz (default), mean_activation, l1, taylor, random")
     parser.add_argument("--finetune-iters", type=int, help="solver iterations of each retraining")
     parser.add_argument("--scratch-iters", type=int, help="solver iterations of the from-scratch ablation")
     parser.add_argument("--stats-limit", type=int, help="images used for the statistics (default: all)")
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         out=str(args.out) if args.out else None,
         iterations=args.iterations,
         finetune_iters=args.finetune_iters,
+        criterion=args.criterion,
         scratch_iters=args.scratch_iters,
         stats_limit=args.stats_limit,
         tolerance=args.tolerance,
