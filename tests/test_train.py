@@ -99,7 +99,9 @@ def test_lenet_prototxts_have_caffes_431080_parameters(caffe) -> None:
     assert sum(blob.data.size for blobs in net.params.values() for blob in blobs) == 431080
 
 
-@pytest.mark.parametrize("script", ["tools/train.py", "tools/evaluate.py", "data/prepare_lenet.py"])
+@pytest.mark.parametrize(
+    "script", sorted(str(p.relative_to(ROOT)) for p in [*ROOT.glob("tools/*.py"), *ROOT.glob("data/*.py")])
+)
 def test_tools_have_help(script: str) -> None:
     result = subprocess.run([sys.executable, str(ROOT / script), "--help"], check=False, capture_output=True, text=True)
     assert result.returncode == 0 and "usage:" in result.stdout
