@@ -16,16 +16,36 @@ from google.protobuf.message import DecodeError
 from pytrim.caffe_env import caffe_pb2
 
 
-def read_net(path: str | Path) -> Any:
-    """Parse a net prototxt (text format) into a NetParameter."""
+def read_text_proto(path: str | Path, message: Any, what: str) -> Any:
+    """Parse a text-format file into `message`; errors name the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"prototxt not found: {path}")
-    net = caffe_pb2().NetParameter()
+        raise FileNotFoundError(f"{what} not found: {path}")
     try:
-        text_format.Merge(path.read_text(), net)
+        text_format.Merge(path.read_text(), message)
     except text_format.ParseError as exc:
-        raise ValueError(f"{path}: not a valid net prototxt: {exc}") from exc
+        raise ValueError(f"{path}: not a valid {what}: {exc}") from exc
+    return message
+
+
+def read_net(path: str | Path) -> Any:
+    """Parse a net prototxt into a NetParameter."""
+    return read_text_proto(path, caffe_pb2().NetParameter(), "prototxt")
+
+
+def set_data_sources(
+    net: Any, train: str | Path, test: str | Path, batch: int | None = None, max_batch: int | None = None
+) -> Any:
+    """Point a net's TRAIN and TEST Data layers at other LMDBs; optionally set or cap the batch."""
+    for layer in net.layer:
+        if layer.type != "Data":
+            continue
+        is_test = any(rule.phase == caffe_pb2().TEST for rule in layer.include)
+        layer.data_param.source = str(test if is_test else train)
+        if batch is not None:
+            layer.data_param.batch_size = batch
+        if max_batch is not None:
+            layer.data_param.batch_size = min(layer.data_param.batch_size, max_batch)
     return net
 
 

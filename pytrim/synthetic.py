@@ -21,7 +21,7 @@ from google.protobuf import text_format
 
 from pytrim.caffe_env import caffe_pb2
 from pytrim.datasets import write_lmdb
-from pytrim.protoutil import read_net, write_text
+from pytrim.protoutil import read_net, set_data_sources, write_text
 from pytrim.train import read_solver
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
@@ -44,13 +44,7 @@ def timed(args: list[str], log: Path) -> dict[str, Any]:
 
 def synthetic_net(train_val: Path, out: Path, train_db: Path, test_db: Path, batch: int) -> Path:
     """A copy of train_val reading the generated LMDBs, with a small batch."""
-    net = read_net(train_val)
-    for layer in net.layer:
-        if layer.type == "Data":
-            is_test = any(rule.phase == 1 for rule in layer.include)
-            layer.data_param.source = str(test_db if is_test else train_db)
-            layer.data_param.batch_size = batch
-    return write_text(net, out)
+    return write_text(set_data_sources(read_net(train_val), train_db, test_db, batch=batch), out)
 
 
 def make_weights(net: Path, out: Path) -> None:

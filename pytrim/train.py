@@ -51,15 +51,9 @@ class TrainResult:
 
 def read_solver(path: str | Path) -> Any:
     """Parse a solver prototxt into a SolverParameter."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"solver file not found: {path}")
-    solver = caffe_pb2().SolverParameter()
-    try:
-        text_format.Merge(path.read_text(), solver)
-    except text_format.ParseError as exc:
-        raise ValueError(f"{path}: not a valid solver prototxt: {exc}") from exc
-    return solver
+    from pytrim.protoutil import read_text_proto
+
+    return read_text_proto(path, caffe_pb2().SolverParameter(), "solver file")
 
 
 def caffe_env() -> dict[str, str]:

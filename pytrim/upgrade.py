@@ -14,10 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from google.protobuf import text_format
-
-from pytrim.caffe_env import caffe_pb2, caffe_tool
+from pytrim.caffe_env import caffe_tool
 from pytrim.caffemodel import Caffemodel
+from pytrim.protoutil import read_net
 
 
 def cache_dir() -> Path:
@@ -27,12 +26,7 @@ def cache_dir() -> Path:
 
 def is_old_prototxt(path: Path) -> bool:
     """True for a V0/V1 net prototxt (`layers` instead of `layer`)."""
-    net = caffe_pb2().NetParameter()
-    try:
-        text_format.Merge(path.read_text(), net)
-    except text_format.ParseError as exc:
-        raise ValueError(f"{path}: not a valid net prototxt: {exc}") from exc
-    return len(net.layers) > 0
+    return len(read_net(path).layers) > 0
 
 
 def is_old_caffemodel(path: Path) -> bool:

@@ -168,16 +168,11 @@ def main(argv: list[str] | None = None) -> int:
 def net_with_data(train_val: Path, out: Path, data_dir: Path) -> Path:
     """train_val with its Data layers reading data_dir/{train,val}_lmdb."""
     from pytrim.datasets import lmdb_entries
-    from pytrim.protoutil import read_net, write_text
+    from pytrim.protoutil import read_net, set_data_sources, write_text
 
-    net = read_net(train_val)
-    for layer in net.layer:
-        if layer.type == "Data":
-            is_test = any(rule.phase == 1 for rule in layer.include)
-            source = data_dir / ("val_lmdb" if is_test else "train_lmdb")
-            layer.data_param.source = str(source)
-            # A validation subset smaller than a batch: no image is pushed through twice.
-            layer.data_param.batch_size = min(layer.data_param.batch_size, lmdb_entries(source))
+    # A validation subset smaller than a batch: no image is pushed through twice.
+    train, test = data_dir / "train_lmdb", data_dir / "val_lmdb"
+    net = set_data_sources(read_net(train_val), train, test, max_batch=lmdb_entries(test))
     return write_text(net, out)
 
 
