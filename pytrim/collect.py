@@ -368,6 +368,7 @@ def collect_layer_data(
     total = min(total, limit) if limit else total
     targets = collect_targets(net_param, layers)
     bottoms = {name: layer_by_name(net_param, name).bottom[0] for name in layers}
+    conv = {name: layer_by_name(net_param, name).type == "Convolution" for name in layers}
     net = load_net(net_path, weights)
     for name, mask in (masks or {}).items():
         net.params[name][0].data[...] *= mask
@@ -391,8 +392,7 @@ def collect_layer_data(
                 grad = net.blobs[blob].diff[:take].reshape(data.shape)
                 products[name] += np.abs((data * grad).mean(axis=2)).sum(axis=0)
             x = np.abs(net.blobs[bottoms[name]].data[:take])
-            conv = layer_by_name(net_param, name).type == "Convolution"
-            per_input = x.reshape(take, x.shape[1], -1).mean(axis=2) if conv else x.reshape(take, -1)
+            per_input = x.reshape(take, x.shape[1], -1).mean(axis=2) if conv[name] else x.reshape(take, -1)
             inputs[name] = inputs.get(name, 0) + per_input.sum(axis=0)
         seen += take
     result = {}
