@@ -8,7 +8,7 @@ CUDA_ARCH ?= 90
 DATASET ?= fashion-mnist
 CAFFE_FLAGS := $(if $(filter 1,$(CUDA)),--cuda --cuda-arch "$(CUDA_ARCH)",)
 
-.PHONY: help venv caffe caffe-deps lenet-data lenet-baseline lenet-trim vgg16-trim vgg16-synthetic lenet-compare bench test lint clean
+.PHONY: help venv caffe caffe-deps caffe-cpp-tests fresh-check lenet-data lenet-baseline lenet-trim vgg16-trim vgg16-synthetic lenet-compare bench test lint clean
 
 help:
 	@echo "make caffe            build Caffe from source (cached) and expose it in $(VENV)"
@@ -25,18 +25,24 @@ help:
 
 venv: $(VENV)/.installed
 
+# Debian's own python3 needs python3-venv (and python3-dev for pycaffe) first: build.sh
+# --deps-only installs them with Caffe's other Debian packages (not root: it prints the line).
 $(VENV)/.installed: requirements.txt pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	test -x $(PY) || { bash tools/caffe/build.sh --deps-only --python $(PYTHON) && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e . 2>&1 | grep -v -e BuildBackendWarning -e "^ *[!*]" -e "^ *$$" -e "name as your package" -e "Please be careful" -e "with strategy" || true
 	touch $@
 
 caffe-deps:
-	bash tools/caffe/build.sh --deps-only
+	bash tools/caffe/build.sh --deps-only --python $(PYTHON)
 
 caffe: venv
 	bash tools/caffe/build.sh --python $(PY) --venv $(VENV) $(CAFFE_FLAGS) >/dev/null
+
+# Caffe's C++ test binary (a few of its tests run in `make test`); not needed to use pytrim.
+caffe-cpp-tests: caffe
+	bash tools/caffe/build.sh --python $(PY) --venv $(VENV) $(CAFFE_FLAGS) --cpp-tests >/dev/null
 
 lenet-data: caffe
 	@if [ "$(DATASET)" = fashion-mnist ] && [ ! -d /usr/share/datasets/fashion-mnist ]; then \
@@ -77,8 +83,13 @@ bench: lenet-data
 	@$(MAKE) --no-print-directory $(LENET_MODEL)
 	$(PY) tools/bench_apoz.py --net prototxt/lenet/train_val.prototxt --weights $(LENET_MODEL) --out runs/bench/apoz_overhead.json
 
-test: caffe
+test: caffe caffe-cpp-tests
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# A minimal Debian 12 (debootstrap, only git/make/python3), a clone of this repository, and the
+# README's two commands inside it: what a new user on a fresh machine goes through.
+fresh-check:
+	bash tools/fresh-check.sh $(FRESH_ARGS)
 
 lint: venv
 	$(PY) -m ruff check pytrim tools data tests

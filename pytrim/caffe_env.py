@@ -13,17 +13,22 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from pytrim.errors import BadInput, CaffeNotFound
+
 # glog reads GLOG_minloglevel once, when libcaffe is loaded (by `import caffe` or by
 # caffe.proto): hide Caffe's INFO lines in this process unless the user asked for them.
 # Children (caffe train) get their own setting in pytrim.train.
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 
-class CaffeNotFound(RuntimeError):
-    """pycaffe or one of Caffe's tools is not installed."""
-
-
 HOW_TO_BUILD = "run `make caffe` (it builds Caffe from source and exposes it in .venv)"
+
+
+def cache_root() -> Path:
+    """pytrim's cache (Caffe builds, upgraded files, net probes): PYTRIM_CACHE, else
+    $XDG_CACHE_HOME/pytrim (~/.cache/pytrim)."""
+    root = os.environ.get("PYTRIM_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pytrim"
+    return Path(root)
 
 
 def caffe_tool(name: str) -> str:
@@ -43,7 +48,7 @@ def gpu_device() -> int | None:
     if not value or value.lower() in ("cpu", "none", "-1"):
         return None
     if not value.isdigit():
-        raise ValueError(f"PYTRIM_GPU must be a device id such as 0, not {value!r}")
+        raise BadInput(f"PYTRIM_GPU must be a device id such as 0, not {value!r}")
     return int(value)
 
 

@@ -12,13 +12,15 @@ and data); everything else is carried over byte for byte.
 from __future__ import annotations
 
 import mmap
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+
+from pytrim.errors import BadInput
+from pytrim.files import together
 
 # Field numbers (caffe.proto).
 NET_LAYER, NET_LAYERS_V1 = 100, 2
@@ -29,13 +31,15 @@ BLOB_DATA, BLOB_SHAPE, BLOB_DOUBLE_DATA = 5, 7, 8
 SHAPE_DIM = 1
 
 
-class CaffemodelError(ValueError):
+class CaffemodelError(BadInput):
     """The file is not a caffemodel this reader understands."""
 
 
 def read_varint(buf: memoryview | bytes, pos: int) -> tuple[int, int]:
+    """One base-128 varint at `pos`: at most 10 bytes (64 bits), so any input is read in
+    linear time (an unbounded loop over 0xFF bytes would build ever larger integers)."""
     result = shift = 0
-    while True:
+    for _ in range(10):
         if pos >= len(buf):
             raise CaffemodelError("truncated varint")
         byte = buf[pos]
@@ -44,6 +48,7 @@ def read_varint(buf: memoryview | bytes, pos: int) -> tuple[int, int]:
         if not byte & 0x80:
             return result, pos
         shift += 7
+    raise CaffemodelError(f"varint longer than 10 bytes at offset {pos - 10}")
 
 
 def varint(value: int) -> bytes:
@@ -120,37 +125,44 @@ class Layer:
     blobs: list[Blob] = field(default_factory=list)
 
 
+def _dims(buf: memoryview, shape_field: Field) -> list[int]:
+    """The dims of a BlobShape message (packed or not)."""
+    dims = []
+    for d in fields(buf, shape_field.value_start, shape_field.end):
+        if d.number != SHAPE_DIM:
+            continue
+        if d.wire_type != 2:
+            dims.append(d.value)
+            continue
+        pos = d.value_start  # packed
+        while pos < d.end:
+            value, pos = read_varint(buf, pos)
+            dims.append(value)
+    return dims
+
+
+def _values(buf: memoryview, f: Field) -> np.ndarray:
+    """A blob's float (or double) data as float32: a view of the file for float data."""
+    if f.wire_type != 2:
+        raise CaffemodelError("unpacked blob data is not supported")
+    if f.number == BLOB_DATA:
+        return np.frombuffer(buf, dtype="<f4", count=f.value // 4, offset=f.value_start)
+    return np.frombuffer(buf, dtype="<f8", count=f.value // 8, offset=f.value_start).astype(np.float32)
+
+
 def _blob(buf: memoryview, start: int, end: int) -> Blob:
-    legacy = [0, 0, 0, 0]
-    has_legacy = False
+    legacy: dict[int, int] = {}
     shape: list[int] | None = None
-    data: np.ndarray | None = None
+    data = np.zeros(0, dtype=np.float32)
     for f in fields(buf, start, end):
         if f.number in BLOB_LEGACY and f.wire_type == 0:
             legacy[BLOB_LEGACY[f.number]] = f.value
-            has_legacy = True
         elif f.number == BLOB_SHAPE and f.wire_type == 2:
-            shape = []
-            for d in fields(buf, f.value_start, f.end):
-                if d.number != SHAPE_DIM:
-                    continue
-                if d.wire_type == 2:  # packed
-                    pos = d.value_start
-                    while pos < d.end:
-                        value, pos = read_varint(buf, pos)
-                        shape.append(value)
-                else:
-                    shape.append(d.value)
-        elif f.number == BLOB_DATA and f.wire_type == 2:
-            data = np.frombuffer(buf, dtype="<f4", count=f.value // 4, offset=f.value_start)
-        elif f.number == BLOB_DOUBLE_DATA and f.wire_type == 2:
-            data = np.frombuffer(buf, dtype="<f8", count=f.value // 8, offset=f.value_start).astype(np.float32)
+            shape = _dims(buf, f)
         elif f.number in (BLOB_DATA, BLOB_DOUBLE_DATA):
-            raise CaffemodelError("unpacked blob data is not supported")
+            data = _values(buf, f)
     if shape is None:
-        shape = legacy if has_legacy else []
-    if data is None:
-        data = np.zeros(0, dtype=np.float32)
+        shape = [legacy.get(i, 0) for i in range(4)] if legacy else []
     if int(np.prod(shape, dtype=np.int64)) != data.size:
         raise CaffemodelError(f"blob of shape {tuple(shape)} holds {data.size} values")
     return Blob(tuple(int(s) for s in shape), data)
@@ -162,15 +174,15 @@ class Caffemodel:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if not self.path.is_file():
-            raise FileNotFoundError(f"caffemodel not found: {self.path}")
+            raise BadInput(f"caffemodel not found: {self.path}")
+        if self.path.stat().st_size == 0:
+            raise CaffemodelError(f"{self.path}: empty file, not a caffemodel")
         self._file = self.path.open("rb")
-        size = os.fstat(self._file.fileno()).st_size
-        if size == 0:
-            raise CaffemodelError(f"{self.path}: empty file")
         self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
         self.buf = memoryview(self._map)
         self.v1 = False
         self.layers: dict[str, Layer] = {}
+        self.copies: dict[str, int] = {}
         try:
             for f in fields(self.buf, 0, len(self.buf)):
                 if f.number == NET_LAYER and f.wire_type == 2:
@@ -178,7 +190,8 @@ class Caffemodel:
                 elif f.number == NET_LAYERS_V1 and f.wire_type == 2:
                     self.v1 = True
                     self._add(f, V1_NAME, V1_TYPE, V1_BLOBS)
-        except (CaffemodelError, IndexError) as exc:
+        except (CaffemodelError, IndexError, UnicodeDecodeError) as exc:
+            self.close()
             raise CaffemodelError(f"{self.path}: not a valid caffemodel ({exc})") from None
 
     def _add(self, f: Field, name_no: int, type_no: int, blobs_no: int) -> None:
@@ -191,7 +204,14 @@ class Caffemodel:
             elif sub.number == blobs_no and sub.wire_type == 2:
                 blobs.append(_blob(self.buf, sub.value_start, sub.end))
         if blobs:
-            self.layers[name] = Layer(name, kind, f.start, f.end, f.value_start, blobs)
+            self.copies[name] = self.copies.get(name, 0) + 1
+            self.layers.setdefault(name, Layer(name, kind, f.start, f.end, f.value_start, blobs))
+
+    @property
+    def duplicates(self) -> list[str]:
+        """Layers stored more than once (e.g. two caffemodels concatenated): Caffe would load
+        every copy in turn, so no single copy can be checked for it."""
+        return [name for name, count in self.copies.items() if count > 1]
 
     def arrays(self, name: str) -> list[np.ndarray]:
         return [blob.array() for blob in self.layers[name].blobs]
@@ -220,23 +240,15 @@ class Caffemodel:
         """Write a copy with the blobs of the layers in `replace` replaced (atomically)."""
         if self.v1 and replace:
             raise CaffemodelError(f"{self.path} is in the V1 format: upgrade it before changing it")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        try:
-            with partial.open("wb") as out:
-                pos = 0
-                for name in [n for n in self.layers if n in replace]:
-                    layer = self.layers[name]
-                    out.write(self.buf[pos : layer.start])
-                    self._write_layer(out, layer, replace[name])
-                    pos = layer.end
-                out.write(self.buf[pos:])
-            os.replace(partial, path)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        return path
+        with together([path]) as (temporary,), temporary.open("wb") as out:
+            pos = 0
+            for name in [n for n in self.layers if n in replace]:
+                layer = self.layers[name]
+                out.write(self.buf[pos : layer.start])
+                self._write_layer(out, layer, replace[name])
+                pos = layer.end
+            out.write(self.buf[pos:])
+        return Path(path)
 
     def _write_layer(self, out: BinaryIO, layer: Layer, arrays: list[np.ndarray]) -> None:
         kept = [f for f in fields(self.buf, layer.value_start, layer.end) if f.number != LAYER_BLOBS]

@@ -12,12 +12,14 @@ emptied); when the rule asks for more, the highest-scoring neurons among its cho
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from pytrim.errors import BadInput, StatsMismatch
+from pytrim.files import read_json, sha256_file
 
 
 @dataclass
@@ -33,13 +35,13 @@ class Rule:
 
     def __post_init__(self) -> None:
         if self.kind not in ("apoz", "ratio", "count", "keep"):
-            raise ValueError(f"unknown selection rule {self.kind!r} (apoz, ratio, count or keep)")
+            raise BadInput(f"unknown selection rule {self.kind!r} (apoz, ratio, count or keep)")
         if self.kind == "keep" and self.keep < 1:
-            raise ValueError(f"a width plan must keep at least 1 neuron, not {self.keep}")
+            raise BadInput(f"a width plan must keep at least 1 neuron, not {self.keep}")
         if not 0.0 <= self.ratio < 1.0:
-            raise ValueError(f"ratio must be in [0, 1), not {self.ratio}")
+            raise BadInput(f"ratio must be in [0, 1), not {self.ratio}")
         if self.count < 0:
-            raise ValueError(f"count must be >= 0, not {self.count}")
+            raise BadInput(f"count must be >= 0, not {self.count}")
         self.min_keep = max(1, int(self.min_keep))
 
 
@@ -79,7 +81,7 @@ def choose(layer: str, scores: np.ndarray, rule: Rule) -> Selection:
     scores = np.asarray(scores, dtype=np.float64)
     width = scores.size
     if width == 0:
-        raise ValueError(f"layer {layer!r} has no neurons")
+        raise BadInput(f"layer {layer!r} has no neurons")
     order = np.argsort(-scores, kind="stable")  # most prunable first
     threshold = None
     if rule.kind == "apoz":
@@ -89,7 +91,7 @@ def choose(layer: str, scores: np.ndarray, rule: Rule) -> Selection:
         wanted = math.floor(rule.ratio * width)
     elif rule.kind == "keep":
         if rule.keep > width:
-            raise ValueError(f"layer {layer!r} has {width} neurons: cannot keep {rule.keep}")
+            raise BadInput(f"layer {layer!r} has {width} neurons: cannot keep {rule.keep}")
         wanted = width - rule.keep
     else:
         wanted = rule.count
@@ -102,16 +104,16 @@ def choose(layer: str, scores: np.ndarray, rule: Rule) -> Selection:
 
 def load_selection(path: str | Path, weights: str | Path | None = None) -> dict[str, Selection]:
     """Read a selection JSON (tools/choose.py); with `weights`, refuse one made for other weights."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"selection file not found: {path}")
-    data = json.loads(path.read_text())
-    if weights is not None and data.get("weights_sha256"):
-        from pytrim.collect import StatsMismatch, sha256_file
-
-        if sha256_file(weights) != data["weights_sha256"]:
-            raise StatsMismatch(f"{path} was chosen from statistics of other weights than {weights}")
-    return {entry["layer"]: Selection.from_json(entry) for entry in data["layers"]}
+    data = read_json(path, "selection file")
+    entries = data.get("layers")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise BadInput(f"{path}: not a valid selection file: 'layers' must be a list of layer entries")
+    if weights is not None and data.get("weights_sha256") and sha256_file(weights) != data["weights_sha256"]:
+        raise StatsMismatch(f"{path} was chosen from statistics of other weights than {weights}")
+    try:
+        return {entry["layer"]: Selection.from_json(entry) for entry in entries}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadInput(f"{path}: not a valid selection file: bad layer entry ({exc!r})") from None
 
 
 def overlap(a: Selection, b: Selection) -> dict[str, float | int]:

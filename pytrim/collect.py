@@ -1,16 +1,16 @@
 """Collect activation statistics: exact per-channel zero counts (APoZ) of a TEST-phase net.
 
 APoZ of channel c = (number of zero outputs of c after the ReLU) / (N images x M positions).
-The net runs whole `forward()` passes (a partial pass can skip an in-place ReLU) over its
-own TEST Data layer, every image exactly once, and only the counts are kept. For a layer
-whose output goes through no ReLU (Caffe's LeNet has none after conv1/conv2), the count is
-of outputs <= 0, i.e. the zeros a ReLU would produce; the statistics say so (`relu` False).
+The net runs whole `forward()` passes over its TEST data, every image exactly once
+(pytrim.data.batches), and only the counts are kept. For a layer whose output goes through
+no ReLU (Caffe's LeNet has none after conv1/conv2), the count is of outputs <= 0, i.e. the
+zeros a ReLU would produce; the statistics say so (`relu` False). `collect_layer_data` adds,
+in the same pass, everything the other criteria of pytrim.criteria read.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,20 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from pytrim.caffe_env import gpu_device, load_caffe
-from pytrim.caffemodel import Caffemodel
-from pytrim.datasets import lmdb_entries
-from pytrim.evaluate import find_test_data
+from pytrim.caffe_env import gpu_device
+from pytrim.data import batches, data_source
+from pytrim.errors import BadInput, StatsMismatch
+from pytrim.files import sha256_file, together
 from pytrim.graph import layer_by_name, relu_outputs, trimmable_layers
+from pytrim.netcheck import load_net
 from pytrim.protoutil import read_net
-
-
-class ModelMismatch(ValueError):
-    """A caffemodel does not fit a prototxt (the differing layers and shapes are named)."""
-
-
-class StatsMismatch(ValueError):
-    """A statistics file was measured on another net or other weights."""
 
 
 @dataclass
@@ -69,47 +62,6 @@ class Stats:
     seconds: float = 0.0
 
 
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def check_model_matches(net: Any, model: Caffemodel, net_name: str = "prototxt") -> None:
-    """Raise ModelMismatch unless every learnable layer of `net` (a pycaffe Net) gets weights
-    of its own shapes from `model`. Done in Python: Caffe aborts the process instead."""
-    problems = []
-    for name, params in net.params.items():
-        if name not in model.layers:
-            problems.append(f"{name}: in {net_name} but has no weights in {model.path}")
-            continue
-        blobs = model.layers[name].blobs
-        if len(blobs) != len(params):
-            problems.append(f"{name}: {len(params)} blobs in {net_name}, {len(blobs)} in {model.path}")
-            continue
-        for index, (param, blob) in enumerate(zip(params, blobs, strict=True)):
-            want, have = tuple(param.data.shape), blob.shape
-            # Legacy 4-d shapes (1, 1, out, in) are accepted by Caffe when the counts agree.
-            legacy = len(have) == 4 and len(want) < 4
-            if int(np.prod(want)) != int(np.prod(have)) or (not legacy and want != have):
-                problems.append(f"{name} blob {index}: shape {want} in {net_name}, {have} in {model.path}")
-    if problems:
-        raise ModelMismatch(f"{model.path} does not match {net_name}:\n  " + "\n  ".join(problems))
-
-
-def load_net(net_path: str | Path, weights: str | Path, phase: str = "TEST") -> Any:
-    """A pycaffe Net with weights, after checking in Python that the weights fit."""
-    caffe = load_caffe()
-    read_net(net_path)  # parse errors as Python exceptions
-    net = caffe.Net(str(net_path), getattr(caffe, phase))
-    with Caffemodel(weights) as model:
-        check_model_matches(net, model, str(net_path))
-    net.copy_from(str(weights))
-    return net
-
-
 def collect_targets(net_param: Any, layers: list[str] | None = None) -> dict[str, tuple[str, bool]]:
     """layer -> (blob to count zeros in, whether that blob is a ReLU output)."""
     relus = relu_outputs(net_param)
@@ -118,7 +70,7 @@ def collect_targets(net_param: Any, layers: list[str] | None = None) -> dict[str
         try:
             layer = layer_by_name(net_param, name)
         except KeyError:
-            raise ValueError(f"the net has no layer {name!r}") from None
+            raise BadInput(f"the net has no layer {name!r}") from None
         targets[name] = (relus.get(name, layer.top[0]), name in relus)
     return targets
 
@@ -177,6 +129,19 @@ class FractionCounter(ZeroCounter):
         self.images += take
 
 
+def _counter(net_path: Path, weights: Path, targets: dict[str, tuple[str, bool]], device: bool) -> ZeroCounter:
+    """Host counting on the net itself, or device counting on its statistics copy."""
+    net = load_net(net_path, weights)
+    if not device:
+        return ZeroCounter(net, targets)
+    from pytrim.statsnet import write_stats_net
+
+    positions = {name: int(np.prod(net.blobs[blob].data.shape[2:])) for name, (blob, _) in targets.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        stats_net = load_net(write_stats_net(net_path, targets, Path(tmp) / "stats.prototxt"), weights)
+    return FractionCounter(stats_net, targets, positions)
+
+
 def collect(
     net_path: str | Path,
     weights: str | Path,
@@ -189,52 +154,24 @@ def collect(
 
     With `device_counting` (the default in GPU mode) Caffe counts inside a statistics copy
     of the net and only N x C fractions per layer reach the host."""
-    from tqdm import tqdm
-
     net_param = read_net(net_path)
-    data_layer, _, _ = find_test_data(net_param)
-    source = data_layer.data_param.source
-    total = lmdb_entries(source)
-    if limit is not None:
-        total = min(total, limit)
-    if total <= 0:
-        raise ValueError(f"{source}: no images to collect statistics on")
+    data = data_source(net_param, limit)
     targets = collect_targets(net_param, layers)
-    if device_counting is None:
-        device_counting = gpu_device() is not None
-    net = load_net(net_path, weights)
-    if device_counting:
-        import tempfile
-
-        from pytrim.statsnet import write_stats_net
-
-        positions = {name: int(np.prod(net.blobs[blob].data.shape[2:])) for name, (blob, _) in targets.items()}
-        with tempfile.TemporaryDirectory() as tmp:
-            stats_path = write_stats_net(net_path, targets, Path(tmp) / "stats.prototxt")
-            net = load_net(stats_path, weights)
-        counter: ZeroCounter = FractionCounter(net, targets, positions)
-    else:
-        counter = ZeroCounter(net, targets)
-    batch = data_layer.data_param.batch_size
+    device = gpu_device() is not None if device_counting is None else device_counting
+    counter = _counter(Path(net_path), Path(weights), targets, device)
     start = time.monotonic()
-    with tqdm(total=total, desc="APoZ", unit="img", disable=not progress, leave=False) as bar:
-        for _ in range(math.ceil(total / batch)):
-            net.forward()
-            take = min(batch, total - counter.images)
-            counter.update(take)
-            bar.update(take)
-    seconds = time.monotonic() - start
-    seen, zeros, positions = counter.images, counter.zeros, counter.positions
-    widths = {name: int(zeros[name].size) for name in targets}
+    for take in batches(counter.net, data, "APoZ", progress):
+        counter.update(take)
     stats = {
-        name: LayerStats(name, blob, relu, zeros[name], seen, positions[name]) for name, (blob, relu) in targets.items()
+        name: LayerStats(name, blob, relu, counter.zeros[name], counter.images, counter.positions[name])
+        for name, (blob, relu) in targets.items()
     }
     return Stats(
         layers=stats,
         weights_sha256=sha256_file(weights),
-        widths=widths,
-        source={"net": str(net_path), "weights": str(weights), "data": str(source)},
-        seconds=seconds,
+        widths={name: int(counter.zeros[name].size) for name in targets},
+        source={"net": str(net_path), "weights": str(weights), "data": str(data.source)},
+        seconds=time.monotonic() - start,
     )
 
 
@@ -242,55 +179,50 @@ def save_stats(stats: Stats, path: str | Path) -> Path:
     """Write statistics to HDF5 (atomically): per layer apoz, zeros, N, M, mean, std."""
     import h5py
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with h5py.File(partial, "w") as handle:
+    with together([path]) as (partial,), h5py.File(partial, "w") as handle:
         handle.attrs["weights_sha256"] = stats.weights_sha256
         handle.attrs["seconds"] = stats.seconds
         for key, value in stats.source.items():
             handle.attrs[f"source_{key}"] = value
-        for name, layer in stats.layers.items():
+        for order, (name, layer) in enumerate(stats.layers.items()):
             group = handle.create_group(f"layers/{name}")
             group["apoz"] = layer.apoz
             group["zeros"] = layer.zeros
-            group.attrs.update(
-                blob=layer.blob,
-                relu=layer.relu,
-                N=layer.images,
-                M=layer.positions,
-                mean=layer.mean,
-                std=layer.std,
-                width=stats.widths[name],
-                order=list(stats.layers).index(name),
-            )
-    partial.replace(path)
-    return path
+            group.attrs.update(blob=layer.blob, relu=layer.relu, N=layer.images, M=layer.positions)
+            group.attrs.update(mean=layer.mean, std=layer.std, width=stats.widths[name], order=order)
+    return Path(path)
+
+
+def _read_stats(handle: Any) -> Stats:
+    groups = sorted(handle["layers"].items(), key=lambda item: int(item[1].attrs["order"]))
+    layers = {
+        name: LayerStats(
+            name,
+            str(g.attrs["blob"]),
+            bool(g.attrs["relu"]),
+            np.asarray(g["zeros"], dtype=np.int64),
+            int(g.attrs["N"]),
+            int(g.attrs["M"]),
+        )
+        for name, g in groups
+    }
+    widths = {name: int(g.attrs["width"]) for name, g in groups}
+    source = {k[len("source_") :]: str(v) for k, v in handle.attrs.items() if k.startswith("source_")}
+    return Stats(layers, str(handle.attrs["weights_sha256"]), widths, source, float(handle.attrs["seconds"]))
 
 
 def load_stats(path: str | Path) -> Stats:
-    """Read a statistics file written by save_stats."""
+    """Read a statistics file written by save_stats; a damaged file is one error naming it."""
     import h5py
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"statistics file not found: {path}")
-    with h5py.File(path, "r") as handle:
-        groups = sorted(handle["layers"].items(), key=lambda item: int(item[1].attrs["order"]))
-        layers = {
-            name: LayerStats(
-                name,
-                str(g.attrs["blob"]),
-                bool(g.attrs["relu"]),
-                np.asarray(g["zeros"], dtype=np.int64),
-                int(g.attrs["N"]),
-                int(g.attrs["M"]),
-            )
-            for name, g in groups
-        }
-        widths = {name: int(g.attrs["width"]) for name, g in groups}
-        source = {k[len("source_") :]: str(v) for k, v in handle.attrs.items() if k.startswith("source_")}
-        return Stats(layers, str(handle.attrs["weights_sha256"]), widths, source, float(handle.attrs["seconds"]))
+        raise BadInput(f"statistics file not found: {path}")
+    try:
+        with h5py.File(path, "r") as handle:
+            return _read_stats(handle)
+    except (OSError, KeyError, ValueError) as exc:
+        raise BadInput(f"{path}: not a readable pytrim statistics file ({exc})") from None
 
 
 def check_stats_match(stats: Stats, weights: str | Path) -> None:
@@ -330,16 +262,44 @@ def histograms(stats: Stats, out_dir: str | Path) -> list[Path]:
         ax.hist(layer.apoz * 100, bins=50, range=(0, 100), color="#4477aa")
         ax.axvline(layer.mean * 100, color="k", linestyle="--", label=f"mean {layer.mean:.1%}")
         ax.axvline((layer.mean + layer.std) * 100, color="#cc3311", linestyle=":", label="mean + 1 std")
-        ax.set_xlabel("APoZ (%)")
-        ax.set_ylabel("neurons")
-        ax.set_title(f"{name}: {stats.widths[name]} neurons, {layer.images} images")
+        ax.set(
+            xlabel="APoZ (%)", ylabel="neurons", title=f"{name}: {stats.widths[name]} neurons, {layer.images} images"
+        )
         ax.legend(fontsize=8)
         fig.tight_layout()
-        path = out_dir / f"apoz_{name}.png"
-        fig.savefig(path, dpi=90)
+        with together([out_dir / f"apoz_{name}.png"]) as (partial,):
+            fig.savefig(partial, dpi=90, format="png")
         plt.close(fig)
-        written.append(path)
+        written.append(out_dir / f"apoz_{name}.png")
     return written
+
+
+class ExtraSums:
+    """What the other criteria read, summed over images in the same pass as the zero counts:
+    per output channel the post-ReLU sum and the per-image |mean over positions of
+    activation x gradient|; per input (channel of a convolution, flattened neuron of an
+    InnerProduct) the sum of mean |x| (for an in-place ReLU the blob's diff is the gradient
+    before the ReLU, whose product with the post-ReLU activation is the same)."""
+
+    def __init__(self, net_param: Any, targets: dict[str, tuple[str, bool]], taylor: bool) -> None:
+        self.blobs = {name: blob for name, (blob, _) in targets.items()}
+        self.bottoms = {name: layer_by_name(net_param, name).bottom[0] for name in targets}
+        self.conv = {name: layer_by_name(net_param, name).type == "Convolution" for name in targets}
+        self.taylor = taylor
+        self.sums: dict[str, Any] = {name: 0.0 for name in targets}
+        self.products: dict[str, Any] = {name: 0.0 for name in targets}
+        self.inputs: dict[str, Any] = {name: 0.0 for name in targets}
+
+    def update(self, net: Any, take: int) -> None:
+        for name, blob in self.blobs.items():
+            data = net.blobs[blob].data[:take].reshape(take, net.blobs[blob].data.shape[1], -1)
+            self.sums[name] = self.sums[name] + np.maximum(data, 0).sum(axis=(0, 2))
+            if self.taylor:
+                grad = net.blobs[blob].diff[:take].reshape(data.shape)
+                self.products[name] = self.products[name] + np.abs((data * grad).mean(axis=2)).sum(axis=0)
+            x = np.abs(net.blobs[self.bottoms[name]].data[:take])
+            per_input = x.reshape(take, x.shape[1], -1).mean(axis=2) if self.conv[name] else x.reshape(take, -1)
+            self.inputs[name] = self.inputs[name] + per_input.sum(axis=0)
 
 
 def collect_layer_data(
@@ -350,62 +310,34 @@ def collect_layer_data(
     taylor: bool = False,
     masks: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Everything the pruning criteria read (pytrim.criteria.LayerData), per layer.
-
-    One whole forward pass per batch (and a backward pass for `taylor`): per output channel
-    the zero count and the sum of the post-ReLU output; per input (channel for a
-    convolution, flattened neuron for an InnerProduct) the mean |x|; and with `taylor` the
-    per-image |mean over positions of activation x gradient|, summed over images (for an
-    in-place ReLU the blob's diff is the gradient before the ReLU, whose product with the
-    post-ReLU activation is the same). `masks` (layer -> bool array of the weight's shape)
-    are applied to the weights first.
-    """
+    """Everything the pruning criteria read (pytrim.criteria.LayerData), per layer, from one
+    pass (and a backward pass per batch for `taylor`); `masks` (layer -> bool array of the
+    weight's shape) are applied to the weights first."""
     from pytrim.criteria import LayerData
 
     net_param = read_net(net_path)
-    data_layer, _, _ = find_test_data(net_param)
-    total = lmdb_entries(data_layer.data_param.source)
-    total = min(total, limit) if limit else total
+    data = data_source(net_param, limit)
     targets = collect_targets(net_param, layers)
-    bottoms = {name: layer_by_name(net_param, name).bottom[0] for name in layers}
-    conv = {name: layer_by_name(net_param, name).type == "Convolution" for name in layers}
     net = load_net(net_path, weights)
     for name, mask in (masks or {}).items():
         net.params[name][0].data[...] *= mask
-    batch = data_layer.data_param.batch_size
-    shapes = {name: net.blobs[blob].data.shape for name, (blob, _) in targets.items()}
-    zeros = {name: np.zeros(shape[1], np.int64) for name, shape in shapes.items()}
-    sums = {name: np.zeros(shape[1]) for name, shape in shapes.items()}
-    products = {name: np.zeros(shape[1]) for name, shape in shapes.items()}
-    inputs: dict[str, np.ndarray] = {}
-    seen = 0
-    for _ in range(math.ceil(total / batch)):
-        net.forward()
+    counter, extra = ZeroCounter(net, targets), ExtraSums(net_param, targets, taylor)
+    for take in batches(net, data, "statistics", progress=False):
         if taylor:
             net.backward()
-        take = min(batch, total - seen)
-        for name, (blob, _) in targets.items():
-            data = net.blobs[blob].data[:take].reshape(take, shapes[name][1], -1)
-            zeros[name] += np.count_nonzero(data <= 0, axis=(0, 2))
-            sums[name] += np.maximum(data, 0).sum(axis=(0, 2))
-            if taylor:
-                grad = net.blobs[blob].diff[:take].reshape(data.shape)
-                products[name] += np.abs((data * grad).mean(axis=2)).sum(axis=0)
-            x = np.abs(net.blobs[bottoms[name]].data[:take])
-            per_input = x.reshape(take, x.shape[1], -1).mean(axis=2) if conv[name] else x.reshape(take, -1)
-            inputs[name] = inputs.get(name, 0) + per_input.sum(axis=0)
-        seen += take
+        counter.update(take)
+        extra.update(net, take)
     result = {}
-    for name, shape in shapes.items():
+    for name in targets:
         params = net.params[name]
         result[name] = LayerData(
             weights=params[0].data.copy(),
             bias=params[1].data.copy() if len(params) > 1 else None,
-            zeros=zeros[name],
-            positions=int(np.prod(shape[2:])),
-            images=seen,
-            activation_sum=sums[name],
-            taylor=products[name] if taylor else None,
-            input_abs_mean=inputs[name] / seen,
+            zeros=counter.zeros[name],
+            positions=counter.positions[name],
+            images=counter.images,
+            activation_sum=np.asarray(extra.sums[name]),
+            taylor=np.asarray(extra.products[name]) if taylor else None,
+            input_abs_mean=np.asarray(extra.inputs[name]) / counter.images,
         )
     return result

@@ -15,7 +15,6 @@ and top-1 before and after, structural and non-zero parameters, compression and 
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +24,15 @@ import numpy as np
 
 from pytrim.caffemodel import Caffemodel
 from pytrim.choose import Rule, Selection, choose
-from pytrim.collect import collect_layer_data, load_net
+from pytrim.collect import collect_layer_data
 from pytrim.criteria import CONNECTION, UNIT, expand_mask, magnitude_mask, relief_masks, unit_scores
 from pytrim.cut import cut
+from pytrim.files import write_atomic, write_json
 from pytrim.graph import trim_site, trimmable_layers
-from pytrim.loop import run_tool
 from pytrim.measure import flops
+from pytrim.netcheck import load_net
 from pytrim.protoutil import read_net
+from pytrim.runner import run_step
 from pytrim.train import train
 
 
@@ -122,9 +123,9 @@ def relief(spec: NetSpec, settings: Settings, folder: Path, log) -> tuple[Path, 
 
 
 def evaluate(net: Path, weights: Path) -> dict[str, Any]:
-    return run_tool(
-        "evaluate.py", ["--net", str(net), "--weights", str(weights), "--json", "--quiet"], f"evaluate {weights}"
-    )
+    """Top-1/top-5 of `weights` in a child process (its log beside the weights)."""
+    log = weights.parent / "logs" / f"evaluate-{weights.stem}.log"
+    return run_step("evaluate", ["--net", str(net), "--weights", str(weights), "--quiet"], log).result
 
 
 def run_net(spec: NetSpec, criteria: list[str], settings: Settings, out: Path, log=print) -> list[dict[str, Any]]:
@@ -181,8 +182,8 @@ def run_net(spec: NetSpec, criteria: list[str], settings: Settings, out: Path, l
         retrained = folder / "retrained.caffemodel"
         if masks:
             np.savez(folder / "masks.npz", **masks)
-            run_tool(
-                "train_masked.py",
+            run_step(
+                "train-masked",
                 [
                     "--solver",
                     str(spec.finetune_solver),
@@ -198,6 +199,7 @@ def run_net(spec: NetSpec, criteria: list[str], settings: Settings, out: Path, l
                     str(retrained),
                     "--quiet",
                 ],
+                folder / "logs/train-masked.log",
                 f"masked retraining ({criterion})",
             )
         else:
@@ -283,6 +285,6 @@ def plot(entries: list[dict[str, Any]], path: Path) -> Path:
 
 
 def write(entries: list[dict[str, Any]], settings: Settings, out: Path) -> None:
-    (out / "report.json").write_text(json.dumps(entries, indent=1) + "\n")
-    (out / "report.md").write_text(markdown(entries, settings))
+    write_json(out / "report.json", entries)
+    write_atomic(out / "report.md", markdown(entries, settings))
     plot(entries, out / "accuracy_vs_compression.png")

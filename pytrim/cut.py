@@ -19,8 +19,10 @@ import numpy as np
 
 from pytrim.caffemodel import Caffemodel
 from pytrim.choose import Selection
-from pytrim.collect import ModelMismatch
-from pytrim.graph import TRIMMABLE, UnsupportedTopology, num_output, trim_site
+from pytrim.errors import BadInput, ModelMismatch, UnsupportedTopology
+from pytrim.files import together
+from pytrim.graph import trim_site
+from pytrim.netcheck import check_weights, probe
 from pytrim.protoutil import read_net, write_text
 
 
@@ -43,22 +45,11 @@ def weight_matrix(array: np.ndarray, layer_type: str) -> np.ndarray:
     return array
 
 
-def check_static(net: Any, model: Caffemodel, net_name: str) -> None:
-    """Every Conv/IP of the prototxt has weights whose output size is its num_output."""
-    problems = []
-    for layer in net.layer:
-        if layer.type not in TRIMMABLE:
-            continue
-        if layer.name not in model.layers:
-            problems.append(f"{layer.name}: in {net_name} but has no weights in {model.path}")
-            continue
-        weights = weight_matrix(model.layers[layer.name].blobs[0].array(), layer.type)
-        if weights.shape[0] != num_output(layer):
-            problems.append(
-                f"{layer.name}: num_output {num_output(layer)} in {net_name}, weights {weights.shape} in {model.path}"
-            )
-    if problems:
-        raise ModelMismatch(f"{model.path} does not match {net_name}:\n  " + "\n  ".join(dict.fromkeys(problems)))
+def check_static(nets: list[str | Path], model: Caffemodel) -> None:
+    """Every prototxt builds in Caffe and the caffemodel fits it, blob by blob (checked
+    before any array is computed: Caffe would abort on a mismatch later)."""
+    for path in nets:
+        check_weights(probe(path), model, str(path))
 
 
 def count_params(weights: str | Path) -> int:
@@ -79,11 +70,11 @@ def cut(
     The first prototxt (train_val) gives the topology; every prototxt is checked too.
     """
     if len(nets) != len(out_nets):
-        raise ValueError("one output path per prototxt is needed")
+        raise BadInput("one output path per prototxt is needed")
     params = [read_net(path) for path in nets]
     with Caffemodel(weights) as model:
         if model.v1:
-            raise ValueError(f"{weights} is in the old V1 format: upgrade it first (tools accept it and upgrade it)")
+            raise BadInput(f"{weights} is in the old V1 format: upgrade it first (tools accept it and upgrade it)")
         return _cut(nets, params, model, selections, [Path(p) for p in out_nets], Path(out_weights))
 
 
@@ -95,7 +86,7 @@ def _cut(
     out_nets: list[Path],
     out_weights: Path,
 ) -> CutResult:
-    check_static(params[0], model, str(nets[0]))
+    check_static(nets, model)
 
     # Topology: producers, their consumers; refuse what cannot be followed, in every prototxt.
     sites = {}
@@ -109,12 +100,12 @@ def _cut(
                 sites[name] = site
         site = sites[name]
         if selection.width != site.width:
-            raise ValueError(f"selection for {name!r} is for {selection.width} neurons, the layer has {site.width}")
+            raise BadInput(f"selection for {name!r} is for {selection.width} neurons, the layer has {site.width}")
         keep = selection.keep
         if keep.size == 0:
-            raise ValueError(f"selection would empty layer {name!r}")
+            raise BadInput(f"selection would empty layer {name!r}")
         if keep.min() < 0 or keep.max() >= site.width or np.unique(keep).size != keep.size:
-            raise ValueError(f"selection for {name!r} has invalid or repeated indices")
+            raise BadInput(f"selection for {name!r} has invalid or repeated indices")
     consumer_of = {c.layer: name for name, site in sites.items() for c in site.consumers}
     types = {layer.name: layer.type for layer in params[0].layer}
 
@@ -154,9 +145,10 @@ def _cut(
             if layer.name in sites:
                 field = layer.convolution_param if layer.type == "Convolution" else layer.inner_product_param
                 field.num_output = len(selections[layer.name].keep)
-    for net, path in zip(params, out_nets, strict=True):
-        write_text(net, path)
-    model.write(out_weights, new_blobs)
+    with together([*out_nets, out_weights]) as partials:
+        for net, partial in zip(params, partials[:-1], strict=True):
+            write_text(net, partial)
+        model.write(partials[-1], new_blobs)
     return CutResult(
         nets=out_nets,
         weights=Path(out_weights),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import shutil
 import struct
 import urllib.request
@@ -19,6 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from pytrim.errors import DatasetError
+from pytrim.files import together
 
 # IDX magic numbers: two zero bytes, a type code (0x08 = unsigned byte), the number of axes.
 IDX_UBYTE = 0x08
@@ -39,10 +41,6 @@ SPLITS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-
-
-class DatasetError(ValueError):
-    """A dataset file is missing, truncated, corrupt or inconsistent."""
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -136,19 +134,16 @@ def download_mnist(
         target = dest / name
         if target.is_file() and md5sum(target) == md5:
             continue
-        partial = dest / (name + ".partial")
         url = base_url.rstrip("/") + "/" + name
-        try:
-            with urllib.request.urlopen(url, timeout=60) as response, partial.open("wb") as out:
-                shutil.copyfileobj(response, out)
-        except OSError as exc:
-            partial.unlink(missing_ok=True)
-            raise DatasetError(f"download of {url} failed: {exc}") from exc
-        got = md5sum(partial)
-        if got != md5:
-            partial.unlink()
-            raise DatasetError(f"{url}: MD5 {got} does not match the published {md5}")
-        os.replace(partial, target)
+        with together([target]) as (partial,):
+            try:
+                with urllib.request.urlopen(url, timeout=60) as response, partial.open("wb") as out:
+                    shutil.copyfileobj(response, out)
+            except OSError as exc:
+                raise DatasetError(f"download of {url} failed: {exc}") from exc
+            got = md5sum(partial)
+            if got != md5:
+                raise DatasetError(f"{url}: MD5 {got} does not match the published {md5}")
     return dest
 
 
@@ -170,39 +165,22 @@ def write_lmdb(images: np.ndarray, labels: np.ndarray, out_dir: str | Path, prog
     """Write images (N, H, W) or (N, C, H, W), uint8, and labels as an LMDB of Datum records.
 
     Colour images are in Caffe's order: channels BGR, as OpenCV and convert_imageset write them.
-
-    The database is built in `<out_dir>.partial` and renamed over `out_dir` only when it is
-    complete; on any error the partial database is removed.
+    The database appears complete or not at all (pytrim.files.together).
     """
     import lmdb
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
     map_size = max(1 << 24, int(images.nbytes * 2 + len(images) * 64))
-    try:
+    with together([out_dir]) as (partial,):
         env = lmdb.open(str(partial), map_size=map_size)
         try:
             with env.begin(write=True) as txn:
-                rows = tqdm(
-                    _datums(images, labels),
-                    total=len(images),
-                    desc=f"LMDB {out_dir.name}",
-                    unit="img",
-                    disable=not progress,
-                    leave=False,
-                )
-                for key, value in rows:
+                rows = _datums(images, labels)
+                for key, value in tqdm(rows, total=len(images), desc=f"LMDB {out_dir.name}", disable=not progress):
                     txn.put(key, value)
         finally:
             env.close()
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(partial, out_dir)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return out_dir
 
 
@@ -213,8 +191,37 @@ def lmdb_entries(path: str | Path) -> int:
     path = Path(path)
     if not (path / "data.mdb").is_file():
         raise DatasetError(f"{path}: not an LMDB database (no data.mdb)")
-    env = lmdb.open(str(path), readonly=True, lock=False)
+    try:
+        env = lmdb.open(str(path), readonly=True, lock=False)
+    except lmdb.Error as exc:
+        raise DatasetError(f"{path}: cannot be opened as an LMDB database ({exc})") from None
     try:
         return int(env.stat()["entries"])
     finally:
         env.close()
+
+
+def lmdb_sample_shapes(path: str | Path, samples: int = 16) -> dict[int, tuple[int, int, int] | None]:
+    """(channels, height, width) of evenly spaced records, first and last included (None for
+    encoded images, whose size is known only after decoding). Caffe aborts when a record
+    does not fit the net, so a database with mixed sizes is found here first."""
+    import lmdb
+
+    from pytrim.caffe_env import caffe_pb2
+
+    total = lmdb_entries(path)
+    wanted = sorted({round(i * (total - 1) / max(1, samples - 1)) for i in range(samples)}) if total else []
+    datum, shapes = caffe_pb2().Datum(), {}
+    env = lmdb.open(str(path), readonly=True, lock=False)
+    try:
+        with env.begin() as txn:
+            keys = [key for index, key in enumerate(txn.cursor().iternext(keys=True, values=False)) if index in wanted]
+            for index, key in zip(wanted, keys, strict=True):
+                try:
+                    datum.ParseFromString(txn.get(key))
+                except Exception as exc:  # protobuf's DecodeError
+                    raise DatasetError(f"{path}: record {index} is not a Caffe Datum ({exc})") from None
+                shapes[index] = None if datum.encoded else (datum.channels, datum.height, datum.width)
+    finally:
+        env.close()
+    return shapes

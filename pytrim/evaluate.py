@@ -1,9 +1,4 @@
-"""Top-1 / top-5 accuracy of a net on the data of its own TEST-phase Data layer.
-
-Caffe's Data layer wraps around at the end of its database, so a plain `caffe test` with
-`test_iter * batch` larger than the data counts some images twice. Here every image of the
-LMDB is scored exactly once: the last batch counts only its first images.
-"""
+"""Top-1 / top-5 accuracy of a net on its TEST data, every image counted exactly once."""
 
 from __future__ import annotations
 
@@ -14,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from pytrim.caffe_env import caffe_pb2, load_caffe
-from pytrim.datasets import lmdb_entries
-from pytrim.protoutil import read_net
+from pytrim.data import batches, data_source
+from pytrim.errors import BadInput
+from pytrim.netcheck import load_net
+from pytrim.protoutil import layers_in_phase, read_net
 
 
 @dataclass
@@ -27,29 +23,21 @@ class Accuracy:
     top5: float | None
     images: int
 
+    @property
+    def top1_stderr(self) -> float:
+        """Standard error of top-1 as a binomial proportion over the images."""
+        return math.sqrt(self.top1 * (1 - self.top1) / self.images) if self.images else math.nan
 
-def find_test_data(net: Any) -> tuple[Any, str, str]:
-    """The TEST-phase Data layer of a NetParameter, its data top and its label top."""
-    pb2 = caffe_pb2()
-    for layer in net.layer:
-        if layer.type != "Data":
-            continue
-        phases = [rule.phase for rule in layer.include]
-        if phases and pb2.TEST not in phases:
-            continue
-        if len(layer.top) < 2:
-            raise ValueError(f"Data layer {layer.name!r} has no label top")
-        return layer, layer.top[0], layer.top[1]
-    raise ValueError("the net has no TEST-phase Data layer to evaluate on")
+    def to_json(self) -> dict[str, Any]:
+        return {"top1": self.top1, "top5": self.top5, "images": self.images, "top1_stderr": self.top1_stderr}
 
 
 def find_scores(net: Any, label: str) -> str:
     """The blob of class scores: the first bottom of the layer that compares it with `label`."""
-    for layer in net.layer:
-        if layer.type in ("Accuracy", "SoftmaxWithLoss") and len(layer.bottom) >= 2:
-            if layer.bottom[1] == label:
-                return layer.bottom[0]
-    raise ValueError(f"no Accuracy or SoftmaxWithLoss layer takes the label blob {label!r}")
+    for layer in layers_in_phase(net, "TEST"):
+        if layer.type in ("Accuracy", "SoftmaxWithLoss") and len(layer.bottom) >= 2 and layer.bottom[1] == label:
+            return layer.bottom[0]
+    raise BadInput(f"no Accuracy or SoftmaxWithLoss layer takes the label blob {label!r}")
 
 
 def topk_hits(scores: np.ndarray, labels: np.ndarray, k: int) -> int:
@@ -62,37 +50,20 @@ def topk_hits(scores: np.ndarray, labels: np.ndarray, k: int) -> int:
     return int(np.sum(np.any(top == labels[:, None], axis=1)))
 
 
-def evaluate(
-    net_path: str | Path,
-    weights: str | Path,
-    limit: int | None = None,
-    progress: bool = True,
-) -> Accuracy:
+def evaluate(net_path: str | Path, weights: str | Path, limit: int | None = None, progress: bool = True) -> Accuracy:
     """Score every image of the net's TEST data once (or the first `limit`)."""
-    from tqdm import tqdm
-
-    caffe = load_caffe()
     net_param = read_net(net_path)
-    data_layer, _, label = find_test_data(net_param)
-    scores_blob = find_scores(net_param, label)
-    total = lmdb_entries(data_layer.data_param.source)
-    if limit is not None:
-        total = min(total, limit)
-    batch = data_layer.data_param.batch_size
-    net = caffe.Net(str(net_path), str(weights), caffe.TEST)
-    hits1 = hits5 = seen = 0
-    classes = None
-    with tqdm(total=total, desc="evaluate", unit="img", disable=not progress, leave=False) as bar:
-        for _ in range(math.ceil(total / batch)):
-            net.forward()
-            take = min(batch, total - seen)
-            scores = net.blobs[scores_blob].data[:take]
-            labels = net.blobs[label].data[:take]
-            classes = scores.reshape(take, -1).shape[1]
-            hits1 += topk_hits(scores, labels, 1)
-            if classes >= 5:
-                hits5 += topk_hits(scores, labels, 5)
-            seen += take
-            bar.update(take)
-    top5 = hits5 / seen if classes and classes >= 5 else None
-    return Accuracy(top1=hits1 / seen, top5=top5, images=seen)
+    data = data_source(net_param, limit)
+    if data.label_blob is None:
+        raise BadInput(f"{net_path}: the TEST data layer {data.layer!r} has no label top")
+    scores_blob = find_scores(net_param, data.label_blob)
+    net = load_net(net_path, weights)
+    hits1 = hits5 = seen = classes = 0
+    for take in batches(net, data, "evaluate", progress):
+        scores = net.blobs[scores_blob].data[:take]
+        labels = net.blobs[data.label_blob].data[:take]
+        classes = scores.reshape(take, -1).shape[1]
+        hits1 += topk_hits(scores, labels, 1)
+        hits5 += topk_hits(scores, labels, 5) if classes >= 5 else 0
+        seen += take
+    return Accuracy(top1=hits1 / seen, top5=hits5 / seen if classes >= 5 else None, images=seen)

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pytrim.errors import UnsupportedTopology
+
 TRIMMABLE = ("Convolution", "InnerProduct")
 # Layers that keep channel c at channel c and have no weights.
 PASS_THROUGH = ("ReLU", "Pooling", "Dropout")
@@ -30,10 +32,6 @@ OUTPUT_TYPES = (
     "MultinomialLogisticLoss",
     "ContrastiveLoss",
 )
-
-
-class UnsupportedTopology(ValueError):
-    """The net has a layer whose channel mapping trimming cannot follow (named in the message)."""
 
 
 @dataclass
@@ -174,3 +172,19 @@ def trimmable_layers(net: Any) -> list[str]:
                 continue
             result.append(layer.name)
     return result
+
+
+def widths(net: Any) -> list[int]:
+    """num_output of every Convolution/InnerProduct layer, in order (each name once)."""
+    seen: dict[str, int] = {}
+    for layer in net.layer:
+        if layer.type in TRIMMABLE and layer.name not in seen:
+            seen[layer.name] = num_output(layer)
+    return list(seen.values())
+
+
+def widths_text(net_path: Any) -> str:
+    """The widths of a prototxt as the paper writes them: 20-50-500-10."""
+    from pytrim.protoutil import read_net
+
+    return "-".join(str(w) for w in widths(read_net(net_path)))

@@ -1,471 +1,384 @@
-"""The trimming loop: baseline -> per iteration collect, select, cut, verify, retrain, evaluate.
+"""The trimming loop: baseline, then per iteration collect -> select -> cut -> verify ->
+evaluate -> retrain -> evaluate, then the from-scratch ablation.
 
-A schedule file (TOML) names the net, its weights and solvers, the layers each iteration
-trims and how, the fine-tuning budget and when to stop. Each iteration keeps its files in
-its own folder (`<out>/iter-NN/`), and `<out>/state.json` records every finished step, so
-a run that is killed or crashes resumes at the first unfinished step. Steps that run Caffe
-(statistics, verification, evaluation, training) run in child processes: a Caffe abort
-is reported as an error naming the step and its log, and nothing finished is lost.
+Each step is a small function over an explicit `Iteration` (its folder, plan and input
+files) and the run's keyed state (pytrim.state): a rerun reuses a step only when its key
+(inputs' contents, data, settings, step version) is unchanged. Steps that run Caffe run in
+child processes (pytrim.runner): an abort becomes an error naming the step and its log, and
+nothing finished is lost. The run folder carries pytrim's marker and a lock, so a second
+run on it is refused instead of interleaving.
 """
 
 from __future__ import annotations
 
-import copy
-import json
-import math
 import os
-import subprocess
-import sys
-import time
-import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pytrim.choose import Rule, Selection, choose
-from pytrim.collect import load_stats, sha256_file
+from pytrim.choose import choose, load_selection
+from pytrim.collect import load_stats
 from pytrim.cut import count_params, cut
-from pytrim.graph import TRIMMABLE, num_output
-from pytrim.protoutil import read_net, write_atomic
-from pytrim.train import TrainingDiverged, read_solver, train
+from pytrim.errors import BadInput, StepFailed, TrainingDiverged
+from pytrim.files import FolderLock, claim_run_folder, write_json
+from pytrim.graph import widths_text
+from pytrim.netcheck import check_model
+from pytrim.protoutil import read_solver
+from pytrim.runner import run_step
+from pytrim.schedule import LayerPlan, Schedule
+from pytrim.state import RunState, step_key
+from pytrim.train import train
 from pytrim.upgrade import current_format
 
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
-
-
-class StepFailed(RuntimeError):
-    """A step of the loop failed; the state up to the previous step is saved."""
+VERIFY_TOL = 1e-5
 
 
 @dataclass
-class LayerPlan:
-    """How one iteration trims its layers."""
-
-    layers: list[str]
-    criterion: str = "apoz"  # any unit criterion of pytrim.criteria: apoz, mean_activation, l1, taylor, random
-    rule: str = "apoz"
-    k: float = 1.0
-    ratio: float = 0.0
-    count: int = 0
-    min_keep: dict[str, int] = field(default_factory=dict)
-    widths: dict[str, int] = field(default_factory=dict)  # a width plan: keep exactly these
-    finetune_iters: int = 2000
-
-    def __post_init__(self) -> None:
-        from pytrim.criteria import UNIT
-
-        if self.criterion not in UNIT:
-            raise ValueError(f"unknown criterion {self.criterion!r} for the loop (one of {', '.join(UNIT)})")
-
-    def rule_for(self, layer: str) -> Rule:
-        if layer in self.widths:
-            return Rule("keep", keep=self.widths[layer])
-        return Rule(self.rule, k=self.k, ratio=self.ratio, count=self.count, min_keep=self.min_keep.get(layer, 1))
-
-
-@dataclass
-class Schedule:
-    """A trimming run, as read from its TOML file."""
+class Nets:
+    """A net as files: train_val prototxt, deploy prototxt (optional), caffemodel."""
 
     net: Path
     deploy: Path | None
     weights: Path
-    baseline_solver: Path
-    finetune_solver: Path
-    out: Path
-    iterations: int
+
+
+@dataclass
+class Iteration:
+    """One trimming iteration: what it trims, how, and where its files go."""
+
+    number: int
     plan: LayerPlan
-    overrides: dict[int, dict[str, Any]] = field(default_factory=dict)
-    tolerance: float = 0.2  # points of top-1 below the baseline that stop the loop
-    stats_limit: int | None = None
-    scratch: bool = True
-    scratch_iters: int | None = None  # default: the baseline solver's max_iter
-    name: str = "trim"
+    source: Nets
+    folder: Path
+    record: dict[str, Any]
 
-    def plan_for(self, iteration: int) -> LayerPlan:
-        plan = copy.deepcopy(self.plan)
-        for key, value in self.overrides.get(iteration, {}).items():
-            if not hasattr(plan, key):
-                raise ValueError(f"schedule: unknown key {key!r} for iteration {iteration}")
-            setattr(plan, key, value)
-        return plan
+    @property
+    def trimmed(self) -> Nets:
+        deploy = self.folder / "deploy.prototxt" if self.source.deploy else None
+        return Nets(self.folder / "train_val.prototxt", deploy, self.folder / "trimmed.caffemodel")
+
+    @property
+    def retrained(self) -> Path:
+        return self.folder / "retrained.caffemodel"
 
 
-def resolve(path: str) -> Path:
-    """A schedule's path: relative to the current directory, else to pytrim's repository root
-    (the shipped schedules name prototxt/... and models/... from there)."""
-    candidate = Path(path)
-    if candidate.is_absolute() or candidate.exists():
-        return candidate
-    rooted = TOOLS.parent / candidate
-    return rooted if rooted.exists() else candidate
+class Run:
+    """A schedule being run: its state, its log and how its steps are keyed and launched."""
+
+    def __init__(self, schedule: Schedule, progress: bool = True, log: Callable[[str], None] = print) -> None:
+        self.s, self.progress, self.log = schedule, progress, log
+        self.state = RunState(schedule.out, log)
+
+    def step(
+        self,
+        record: dict[str, Any],
+        name: str,
+        settings: dict[str, Any],
+        inputs: dict[str, Path | None],
+        run: Callable[[], dict[str, Any]],
+        outputs: list[Path] = (),  # type: ignore[assignment]
+        label: str = "",
+    ) -> dict[str, Any]:
+        kind = name.split(":")[0]
+        return self.state.step(record, name, step_key(kind, settings, inputs), run, outputs, label or name)
+
+    def child(self, command: str, args: list[str], log: Path, what: str) -> dict[str, Any]:
+        return run_step(command, [*args, "--quiet"], log, what).result
 
 
-def load_schedule(path: str | Path, **overrides: Any) -> Schedule:
-    """Read a schedule TOML; keyword overrides (not None) replace top-level or [trim] keys."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"schedule file not found: {path}")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML: {exc}") from exc
-    trim = dict(data.pop("trim", {}))
-    iterations = data.pop("iteration", [])
-    for key, value in overrides.items():
-        if value is None:
+def evaluate_step(run: Run, record: dict[str, Any], name: str, net: Path, weights: Path, logs: Path) -> dict:
+    """Top-1/top-5 of `weights` on the TEST data of `net` (a child process)."""
+    args = ["--net", str(net), "--weights", str(weights)]
+    return run.step(
+        record,
+        f"evaluate:{name}",
+        {},
+        {"net": net, "weights": weights},
+        lambda: run.child("evaluate", args, logs / f"evaluate-{name}.log", f"evaluate {weights}"),
+        label=f"evaluate {weights}",
+    )
+
+
+def train_step(run: Run, solver: Path, net: Path, out: Path, weights: Path | None, iters: int | None) -> dict:
+    """Caffe's solver in a child process; on a NaN loss, retry with a 10x lower learning rate."""
+    base_lr = read_solver(solver).base_lr
+    for attempt in range(3):
+        lr = base_lr * 0.1**attempt
+        try:
+            result = train(
+                solver,
+                out,
+                weights,
+                out.with_suffix(".train"),
+                iters,
+                net,
+                run.progress,
+                base_lr=lr if attempt else None,
+            )
+        except TrainingDiverged as exc:
+            run.log(f"  training diverged ({exc}); retrying with base_lr {lr * 0.1:g}")
             continue
-        if key in LayerPlan.__dataclass_fields__:
-            trim[key] = value
-        else:
-            data[key] = value
-    required = ("net", "weights", "baseline_solver", "finetune_solver", "out", "iterations")
-    missing = [key for key in required if key not in data]
-    if missing or "layers" not in trim:
-        raise ValueError(f"{path}: missing keys: {', '.join(missing + ([] if 'layers' in trim else ['trim.layers']))}")
-    known = set(Schedule.__dataclass_fields__) - {"plan", "overrides"}
-    unknown = set(data) - known
-    if unknown:
-        raise ValueError(f"{path}: unknown keys: {', '.join(sorted(unknown))}")
-    try:
-        plan = LayerPlan(**trim)
-    except TypeError as exc:
-        raise ValueError(f"{path}: [trim]: {exc}") from None
-    per_iteration = {int(entry.pop("number")): entry for entry in iterations}
-    paths = {key: resolve(data[key]) for key in ("net", "weights", "baseline_solver", "finetune_solver")}
-    paths["out"] = Path(data["out"])
-    return Schedule(
-        **paths,
-        deploy=resolve(data["deploy"]) if data.get("deploy") else None,
-        iterations=int(data["iterations"]),
-        plan=plan,
-        overrides=per_iteration,
-        tolerance=float(data.get("tolerance", 0.2)),
-        stats_limit=int(data["stats_limit"]) if data.get("stats_limit") else None,
-        scratch=bool(data.get("scratch", True)),
-        scratch_iters=int(data["scratch_iters"]) if data.get("scratch_iters") else None,
-        name=str(data.get("name", path.stem)),
+        tests = {str(k): v for k, v in result.tests.items()}
+        return {"iterations": result.iterations, "final_loss": result.final_loss, "base_lr": lr, "tests": tests}
+    raise StepFailed(f"training {out} diverged three times (log in {out.with_suffix('.train')})")
+
+
+def baseline(run: Run) -> dict[str, Any]:
+    """The baseline's weights (trained if the schedule allows it), size and accuracy."""
+    s, record = run.s, run.state.data["baseline"]
+    if not s.weights.is_file():
+        run.log(f"baseline: {s.weights} missing, training it with {s.baseline_solver}")
+        run.step(
+            record,
+            "train",
+            {},
+            {"solver": s.baseline_solver, "net": s.net},
+            lambda: train_step(run, s.baseline_solver, s.net, s.weights, None, None),
+            [s.weights],
+        )
+    accuracy = evaluate_step(run, record, "baseline", s.net, s.weights, s.out / "logs")
+    record.update(widths=widths_text(s.net), params=count_params(s.weights), top1=accuracy["top1"])
+    record.update(top5=accuracy["top5"], images=accuracy["images"])
+    run.state.save()
+    run.log(f"baseline: {record['widths']}, {record['params']:,} parameters, top-1 {record['top1']:.2%}")
+    return record
+
+
+def collect_step(run: Run, it: Iteration) -> dict[str, Any]:
+    """APoZ statistics of every trimmable layer of the iteration's input net."""
+    src, stats = it.source, it.folder / "stats.h5"
+    args = ["--net", str(src.net), "--weights", str(src.weights), "--out", str(stats), "--plots", str(it.folder)]
+    args += ["--limit", str(run.s.stats_limit)] if run.s.stats_limit else []
+    return run.step(
+        it.record,
+        "collect",
+        {"limit": run.s.stats_limit},
+        {"net": src.net, "weights": src.weights},
+        lambda: run.child("collect", args, it.folder / "logs/collect.log", f"collect (iteration {it.number})"),
+        [stats],
+        f"collect (iteration {it.number})",
     )
 
 
-def widths(net_path: str | Path) -> list[int]:
-    """num_output of every Convolution/InnerProduct layer, in order (each name once)."""
-    seen, result = set(), []
-    for layer in read_net(net_path).layer:
-        if layer.type in TRIMMABLE and layer.name not in seen:
-            seen.add(layer.name)
-            result.append(num_output(layer))
-    return result
+def scores(run: Run, it: Iteration) -> dict[str, np.ndarray]:
+    """Per-neuron prunability of the plan's criterion: APoZ from the statistics, or another
+    unit criterion scored in a child process (tools/score.py)."""
+    if it.plan.criterion == "apoz":
+        return {name: layer.apoz for name, layer in load_stats(it.folder / "stats.h5").layers.items()}
+    out = it.folder / "scores.npz"
+    args = ["--net", str(it.source.net), "--weights", str(it.source.weights), "--criterion", it.plan.criterion]
+    args += ["--layers", ",".join(it.plan.layers), "--out", str(out)]
+    args += ["--limit", str(run.s.stats_limit)] if run.s.stats_limit else []
+    run.child("score", args, it.folder / "logs/score.log", f"score with {it.plan.criterion} (iteration {it.number})")
+    with np.load(out) as stored:
+        return {name: stored[name] for name in stored.files}
 
 
-def widths_text(values: list[int]) -> str:
-    return "-".join(str(v) for v in values)
+def select_step(run: Run, it: Iteration) -> dict[str, Any]:
+    """The neurons to remove per layer (selection.json), by the plan's criterion and rule."""
 
+    def select() -> dict[str, Any]:
+        scored = scores(run, it)
+        missing = [layer for layer in it.plan.layers if layer not in scored]
+        if missing:
+            raise BadInput(f"iteration {it.number}: no statistics for layer {missing[0]!r} (not trimmable?)")
+        chosen = [choose(layer, scored[layer], it.plan.rule_for(layer)).to_json() for layer in it.plan.layers]
+        sha = load_stats(it.folder / "stats.h5").weights_sha256
+        write_json(it.folder / "selection.json", {"weights_sha256": sha, "layers": chosen})
+        return {c["layer"]: {"width": c["width"], "kept": c["kept"]} for c in chosen}
 
-def run_tool(script: str, args: list[str], step: str) -> dict[str, Any]:
-    """Run tools/<script> in a child process; return its JSON output (last stdout line)."""
-    env = dict(os.environ)
-    env.setdefault("GLOG_minloglevel", "2")
-    child = subprocess.run(
-        [sys.executable, str(TOOLS / script), *args], capture_output=True, text=True, env=env, check=False
+    src = it.source
+    return run.step(
+        it.record,
+        "select",
+        {"plan": it.plan.settings(), "limit": run.s.stats_limit},
+        {"stats": it.folder / "stats.h5", "net": src.net, "weights": src.weights},
+        select,
+        [it.folder / "selection.json"],
+        f"select (iteration {it.number})",
     )
-    if child.returncode != 0:
-        how = f"was killed by signal {-child.returncode}" if child.returncode < 0 else f"exit code {child.returncode}"
-        tail = "\n  ".join((child.stderr or child.stdout).strip().splitlines()[-8:])
-        raise StepFailed(f"step {step} failed ({script} {how}):\n  {tail}")
-    text = child.stdout.strip()
-    if not text:
-        return {}
-    try:
-        return json.loads(text)  # the tools' --json output
-    except json.JSONDecodeError:
-        lines = [line for line in text.splitlines() if line.startswith("{")]
-        return json.loads(lines[-1]) if lines else {"stdout": text}
 
 
-class Loop:
-    """Runs a schedule step by step, saving state after each step."""
+def cut_step(run: Run, it: Iteration) -> dict[str, Any]:
+    """The trimmed prototxts and caffemodel (pytrim.cut, checked before anything is written)."""
+    src, out = it.source, it.trimmed
 
-    def __init__(self, schedule: Schedule, progress: bool = True, log=print) -> None:
-        self.s = schedule
-        self.progress = progress
-        self.log = log
-        self.state_path = schedule.out / "state.json"
-        self.state: dict[str, Any] = {"schedule": schedule.name, "baseline": {}, "iterations": [], "scratch": {}}
-        if self.state_path.is_file():
-            self.state = json.loads(self.state_path.read_text())
+    def do_cut() -> dict[str, Any]:
+        nets = [p for p in (src.net, src.deploy) if p is not None]
+        outs = [p for p in (out.net, out.deploy) if p is not None]
+        result = cut(nets, src.weights, load_selection(it.folder / "selection.json"), outs, out.weights)
+        return {"params": result.params_after, "widths": result.widths_after}
 
-    # --- state -------------------------------------------------------------------------
-    def save(self) -> None:
-        self.s.out.mkdir(parents=True, exist_ok=True)
-        partial = self.state_path.with_name("state.json.partial")
-        partial.write_text(json.dumps(self.state, indent=1) + "\n")
-        partial.replace(self.state_path)
+    inputs = {"net": src.net, "deploy": src.deploy, "weights": src.weights, "selection": it.folder / "selection.json"}
+    outputs = [p for p in (out.net, out.deploy, out.weights) if p is not None]
+    return run.step(it.record, "cut", {}, inputs, do_cut, outputs, f"cut (iteration {it.number})")
 
-    def step(self, record: dict[str, Any], name: str, fn, files: list[Path] = ()) -> Any:  # type: ignore[assignment]
-        """Run `fn` unless `record[name]` is done and its files exist; record its result."""
-        if name in record and all(Path(f).exists() for f in files):
-            return record[name]
-        start = time.monotonic()
-        result = fn()
-        record[name] = result
-        record.setdefault("seconds", {})[name] = round(time.monotonic() - start, 2)
-        self.save()
-        return result
 
-    # --- steps -----------------------------------------------------------------------------
-    def evaluate(self, net: Path, weights: Path) -> dict[str, Any]:
-        return run_tool(
-            "evaluate.py", ["--net", str(net), "--weights", str(weights), "--json", "--quiet"], f"evaluate {weights}"
-        )
+def verify_step(run: Run, it: Iteration) -> dict[str, Any]:
+    """The trimmed train_val (on its TEST data) and deploy (on random input) against the
+    original with the removed neurons silenced; a failed check rejects the cut."""
+    src, out, selection = it.source, it.trimmed, it.folder / "selection.json"
+    pairs = [("train_val", src.net, out.net)] + ([("deploy", src.deploy, out.deploy)] if src.deploy else [])
 
-    def baseline(self) -> dict[str, Any]:
-        s, record = self.s, self.state["baseline"]
-        if not s.weights.is_file():
-            self.log(f"baseline: {s.weights} missing, training it with {s.baseline_solver}")
-            self.step(record, "train", lambda: self.train(s.baseline_solver, s.net, s.weights, None, None), [s.weights])
-        digest = sha256_file(s.weights)
-        if record.setdefault("weights_sha256", digest) != digest:
-            raise StepFailed(
-                f"{self.state_path} belongs to a run from other baseline weights than {s.weights}: "
-                "start over with --restart (or use another --out)"
-            )
-        acc = self.step(record, "evaluate", lambda: self.evaluate(s.net, s.weights))
-        record.update(
-            widths=widths_text(widths(s.net)),
-            params=count_params(s.weights),
-            top1=acc["top1"],
-            top5=acc["top5"],
-        )
-        self.save()
-        self.log(f"baseline: {record['widths']}, {record['params']:,} parameters, top-1 {record['top1']:.2%}")
-        return record
+    def verify_all() -> dict[str, Any]:
+        results = {}
+        for kind, net, trimmed in pairs:
+            args = ["--net", str(net), "--weights", str(src.weights), "--trimmed-net", str(trimmed)]
+            args += ["--trimmed-weights", str(out.weights), "--selection", str(selection), "--tol", str(VERIFY_TOL)]
+            what = f"verify {kind} (iteration {it.number}); the cut is rejected"
+            results[kind] = run.child("verify", args, it.folder / f"logs/verify-{kind}.log", what)
+        return {"max_relative_diff": max(r["max_relative_diff"] for r in results.values()), "nets": results}
 
-    def train(self, solver: Path, net: Path, out: Path, weights: Path | None, iters: int | None) -> dict[str, Any]:
-        """Caffe's solver in a child process; on a NaN loss, retry with a 10x lower learning rate."""
-        solver_param = read_solver(solver)
-        base_lr = solver_param.base_lr
-        for attempt in range(3):
-            lr_solver = solver
-            if attempt:
-                solver_param.base_lr = base_lr * 0.1**attempt
-                lr_solver = out.with_suffix(f".retry{attempt}.prototxt")
-                from google.protobuf import text_format
+    inputs = {"net": src.net, "deploy": src.deploy, "weights": src.weights, "selection": selection}
+    inputs |= {"trimmed_net": out.net, "trimmed_deploy": out.deploy, "trimmed_weights": out.weights}
+    return run.step(it.record, "verify", {"tol": VERIFY_TOL}, inputs, verify_all, [], f"verify (iteration {it.number})")
 
-                lr_solver.write_text(text_format.MessageToString(solver_param))
-            try:
-                result = train(
-                    lr_solver,
-                    out,
-                    weights=weights,
-                    max_iter=iters,
-                    net_path=net,
-                    workdir=out.with_suffix(".train"),
-                    progress=self.progress,
-                )
-            except TrainingDiverged as exc:
-                self.log(f"  training diverged ({exc}); retrying with base_lr {base_lr * 0.1 ** (attempt + 1):g}")
-                continue
-            return {
-                "iterations": result.iterations,
-                "final_loss": result.final_loss,
-                "seconds": round(result.seconds, 1),
-                "base_lr": solver_param.base_lr,
-                "log": str(result.log),
-            }
-        raise StepFailed(f"training {out} diverged three times (log in {out.with_suffix('.train')})")
 
-    def iteration(self, number: int, net: Path, deploy: Path | None, weights: Path) -> dict[str, Any] | None:
-        """One trimming iteration; returns its record, or None when nothing is left to trim."""
-        s = self.s
-        plan = s.plan_for(number)
+def retrain_step(run: Run, it: Iteration) -> dict[str, Any]:
+    """Fine-tune the trimmed net from its surviving weights (or, with 0 iterations, keep it)."""
+    out, iters, solver = it.trimmed, it.plan.finetune_iters, run.s.finetune_solver
+    if iters == 0:  # a width plan applied without retraining: the trimmed net is the result
+        it.retrained.unlink(missing_ok=True)
+        os.link(out.weights, it.retrained)
+        return {"skipped": True}
+    return run.step(
+        it.record,
+        "retrain",
+        {"iters": iters},
+        {"solver": solver, "net": out.net, "weights": out.weights},
+        lambda: train_step(run, solver, out.net, it.retrained, out.weights, iters),
+        [it.retrained],
+        f"retrain (iteration {it.number})",
+    )
+
+
+def summarize(run: Run, it: Iteration, cut_result: dict, verified: dict, before: dict, after: dict) -> None:
+    """The iteration's line of the paper's table, in its record."""
+    it.record.update(
+        widths=widths_text(it.trimmed.net),
+        params=cut_result["params"],
+        compression=run.state.data["baseline"]["params"] / cut_result["params"],
+        top1_trimmed=before["top1"],
+        top5_trimmed=before["top5"],
+        top1_retrained=after["top1"],
+        top5_retrained=after["top5"],
+        verify_max_relative_diff=verified["max_relative_diff"],
+    )
+    run.state.save()
+    run.log(
+        f"iteration {it.number}: {it.record['widths']}, {it.record['params']:,} parameters "
+        f"({it.record['compression']:.2f}x), top-1 {before['top1']:.2%} after the cut, "
+        f"{after['top1']:.2%} after retraining"
+    )
+
+
+def iteration(run: Run, number: int, source: Nets) -> dict[str, Any] | None:
+    """One trimming iteration; returns its record, or None when nothing is left to trim."""
+    plan = run.s.plan_for(number)
+    it = Iteration(number, plan, source, run.s.out / f"iter-{number:02d}", run.state.iteration(number))
+    it.record["layers"] = plan.layers
+    collected = collect_step(run, it)
+    it.record["mean_apoz"] = {name: v["mean"] for name, v in collected["layers"].items()}
+    chosen = select_step(run, it)
+    if all(c["kept"] == c["width"] for c in chosen.values()):
+        run.log(f"iteration {number}: no neuron is chosen for removal; nothing left to trim")
+        it.record["nothing_to_trim"] = True
+        run.state.save()
+        return None
+    it.record.pop("nothing_to_trim", None)
+    cut_result = cut_step(run, it)
+    verified = verify_step(run, it)
+    before = evaluate_step(run, it.record, "trimmed", it.trimmed.net, it.trimmed.weights, it.folder / "logs")
+    retrained = retrain_step(run, it)
+    after = before
+    if not retrained.get("skipped"):
+        after = evaluate_step(run, it.record, "retrained", it.trimmed.net, it.retrained, it.folder / "logs")
+    summarize(run, it, cut_result, verified, before, after)
+    return it.record
+
+
+def scratch(run: Run, net: Path) -> dict[str, Any]:
+    """The ablation: the final widths trained from scratch with the baseline's recipe."""
+    s, record = run.s, run.state.data["scratch"]
+    out = s.out / "scratch" / "scratch.caffemodel"
+    iters = s.scratch_iters or read_solver(s.baseline_solver).max_iter
+    run.step(
+        record,
+        "train",
+        {"iters": iters},
+        {"solver": s.baseline_solver, "net": net},
+        lambda: train_step(run, s.baseline_solver, net, out, None, iters),
+        [out],
+        "from-scratch training",
+    )
+    accuracy = evaluate_step(run, record, "scratch", net, out, s.out / "scratch")
+    record.update(net=str(net), widths=widths_text(net), params=count_params(out), top1=accuracy["top1"])
+    record.update(iterations=iters)
+    run.state.save()
+    run.log(f"from scratch: {record['widths']}, top-1 {record['top1']:.2%} after {iters} iterations")
+    return record
+
+
+def iterate(run: Run, base: dict[str, Any]) -> Nets:
+    """Iterations until the schedule's count, the stop rule or nothing left; returns the
+    accepted net (the baseline when no iteration is accepted)."""
+    s = run.s
+    accepted, nets = 0, Nets(s.net, s.deploy, s.weights)
+    for number in range(1, s.iterations + 1):
+        record = iteration(run, number, nets)
+        run.state.data["last_iteration"] = number if record else number - 1
+        if record is None:
+            break
+        if record["top1_retrained"] < base["top1"] - s.tolerance / 100:
+            record["stopped"] = f"top-1 {record['top1_retrained']:.2%} is below the baseline minus {s.tolerance} points"
+            run.log(f"stop: {record['stopped']}; the result is iteration {accepted}")
+            break
+        record.pop("stopped", None)
+        accepted = number
         folder = s.out / f"iter-{number:02d}"
-        while len(self.state["iterations"]) < number:
-            self.state["iterations"].append({"iteration": len(self.state["iterations"]) + 1})
-        record = self.state["iterations"][number - 1]
-        record["layers"] = plan.layers
-        stats_file = folder / "stats.h5"
+        deploy = folder / "deploy.prototxt" if s.deploy else None
+        nets = Nets(folder / "train_val.prototxt", deploy, folder / "retrained.caffemodel")
+    run.state.data["final_iteration"] = accepted
+    run.state.save()
+    return nets
 
-        def collect_step() -> dict[str, Any]:
-            args = [
-                "--net",
-                str(net),
-                "--weights",
-                str(weights),
-                "--out",
-                str(stats_file),
-                "--plots",
-                str(folder),
-                "--json",
-                "--quiet",
-            ]
-            if s.stats_limit:
-                args += ["--limit", str(s.stats_limit)]
-            return run_tool("collect.py", args, f"collect (iteration {number})")
 
-        collected = self.step(record, "collect", collect_step, [stats_file])
-        record["mean_apoz"] = {name: v["mean"] for name, v in collected["layers"].items()}
-
-        def select_step() -> dict[str, Any]:
-            stats = load_stats(stats_file)
-            scores = {name: layer.apoz for name, layer in stats.layers.items()}
-            if plan.criterion != "apoz":  # another unit criterion, scored in a child process
-                args = [
-                    "--net",
-                    str(net),
-                    "--weights",
-                    str(weights),
-                    "--criterion",
-                    plan.criterion,
-                    "--layers",
-                    ",".join(plan.layers),
-                    "--out",
-                    str(folder / "scores.npz"),
-                ]
-                if s.stats_limit:
-                    args += ["--limit", str(s.stats_limit)]
-                run_tool("score.py", args, f"score with {plan.criterion} (iteration {number})")
-                with np.load(folder / "scores.npz") as stored:
-                    scores = {name: stored[name] for name in stored.files}
-            chosen = {}
-            for layer in plan.layers:
-                if layer not in scores:
-                    raise StepFailed(f"iteration {number}: no statistics for layer {layer!r}")
-                chosen[layer] = choose(layer, scores[layer], plan.rule_for(layer)).to_json()
-            write_atomic(
-                folder / "selection.json",
-                json.dumps(
-                    {"weights_sha256": stats.weights_sha256, "layers": list(chosen.values())}, indent=1
-                ).encode(),
-            )
-            return {name: {"width": c["width"], "kept": c["kept"]} for name, c in chosen.items()}
-
-        chosen = self.step(record, "select", select_step, [folder / "selection.json"])
-        if all(c["kept"] == c["width"] for c in chosen.values()):
-            self.log(f"iteration {number}: no neuron is above the threshold; nothing left to trim")
-            self.state["iterations"].pop()
-            self.save()
-            return None
-        selections = {
-            e["layer"]: Selection.from_json(e) for e in json.loads((folder / "selection.json").read_text())["layers"]
-        }
-        new_net, new_deploy = folder / "train_val.prototxt", folder / "deploy.prototxt"
-        trimmed = folder / "trimmed.caffemodel"
-
-        def cut_step() -> dict[str, Any]:
-            nets, outs = [net], [new_net]
-            if deploy is not None:
-                nets.append(deploy)
-                outs.append(new_deploy)
-            result = cut(nets, weights, selections, outs, trimmed)
-            return {"params": result.params_after, "widths": result.widths_after}
-
-        cut_result = self.step(record, "cut", cut_step, [new_net, trimmed])
-
-        def verify_step() -> dict[str, Any]:
-            args = [
-                "--net",
-                str(net),
-                "--weights",
-                str(weights),
-                "--trimmed-net",
-                str(new_net),
-                "--trimmed-weights",
-                str(trimmed),
-                "--selection",
-                str(folder / "selection.json"),
-                "--json",
-            ]
-            try:
-                return run_tool("verify.py", args, f"verify (iteration {number})")
-            except StepFailed as exc:
-                raise StepFailed(f"{exc}\n  the cut of iteration {number} is rejected") from None
-
-        verified = self.step(record, "verify", verify_step)
-        evaluated = self.step(record, "evaluate_trimmed", lambda: self.evaluate(new_net, trimmed))
-        retrained = folder / "retrained.caffemodel"
-        if plan.finetune_iters > 0:
-            self.step(
-                record,
-                "retrain",
-                lambda: self.train(s.finetune_solver, new_net, retrained, trimmed, plan.finetune_iters),
-                [retrained],
-            )
-            final = self.step(record, "evaluate_retrained", lambda: self.evaluate(new_net, retrained))
-        else:  # a width plan applied without retraining: the trimmed net is the result
-            if not retrained.exists():
-                os.link(trimmed, retrained)
-            record["retrain"] = {"skipped": True}
-            final = evaluated
-        record.update(
-            widths=widths_text(widths(new_net)),
-            params=cut_result["params"],
-            compression=self.state["baseline"]["params"] / cut_result["params"],
-            top1_trimmed=evaluated["top1"],
-            top5_trimmed=evaluated["top5"],
-            top1_retrained=final["top1"],
-            top5_retrained=final["top5"],
-            verify_max_relative_diff=verified.get("max_relative_diff"),
+def check_inputs(s: Schedule) -> None:
+    """The schedule's files exist (weights may be trained, if the schedule says so)."""
+    for what, path in (("net", s.net), ("deploy", s.deploy), ("baseline_solver", s.baseline_solver)):
+        if path is not None and not path.is_file():
+            raise BadInput(f"the schedule's {what} not found: {path}")
+    if not s.finetune_solver.is_file():
+        raise BadInput(f"the schedule's finetune_solver not found: {s.finetune_solver}")
+    if s.weights.is_file():
+        for net in (s.net, s.deploy):
+            if net is not None:
+                check_model(net, s.weights)
+    elif not s.train_missing_weights:
+        raise BadInput(
+            f"baseline weights not found: {s.weights} (give --weights, or set train_missing_weights = true "
+            f"in the schedule to train them with {s.baseline_solver})"
         )
-        self.save()
-        self.log(
-            f"iteration {number}: {record['widths']}, {record['params']:,} parameters "
-            f"({record['compression']:.2f}x), top-1 {record['top1_trimmed']:.2%} after the cut, "
-            f"{record['top1_retrained']:.2%} after retraining"
-        )
-        return record
-
-    def scratch(self, net: Path) -> dict[str, Any]:
-        """The ablation: the final widths trained from scratch with the baseline's recipe."""
-        s, record = self.s, self.state["scratch"]
-        out = s.out / "scratch" / "scratch.caffemodel"
-        iters = s.scratch_iters or read_solver(s.baseline_solver).max_iter
-        record["net"] = str(net)
-        self.step(record, "train", lambda: self.train(s.baseline_solver, net, out, None, iters), [out])
-        acc = self.step(record, "evaluate", lambda: self.evaluate(net, out))
-        record.update(widths=widths_text(widths(net)), params=count_params(out), top1=acc["top1"], iterations=iters)
-        self.save()
-        self.log(f"from scratch: {record['widths']}, top-1 {record['top1']:.2%} after {iters} iterations")
-        return record
-
-    def run(self) -> dict[str, Any]:
-        s = self.s
-        # Old-format (V0/V1) inputs are upgraded with Caffe's tools (and the loop says so).
-        s.net, s.deploy = current_format(s.net, "net", self.log), current_format(s.deploy, "net", self.log)
-        if s.weights.is_file():
-            s.weights = current_format(s.weights, "weights", self.log)
-        base = self.baseline()
-        net, deploy, weights = s.net, s.deploy, s.weights
-        accepted = 0
-        for number in range(1, s.iterations + 1):
-            record = self.iteration(number, net, deploy, weights)
-            if record is None:
-                break
-            folder = s.out / f"iter-{number:02d}"
-            if record["top1_retrained"] < base["top1"] - s.tolerance / 100:
-                record["stopped"] = (
-                    f"top-1 {record['top1_retrained']:.2%} is below the baseline minus {s.tolerance} points"
-                )
-                self.log(f"stop: {record['stopped']}; the result is iteration {accepted}")
-                self.save()
-                break
-            accepted = number
-            net, weights = folder / "train_val.prototxt", folder / "retrained.caffemodel"
-            deploy = folder / "deploy.prototxt" if s.deploy else None
-        self.state["final_iteration"] = accepted
-        self.save()
-        if s.scratch and accepted:
-            self.scratch(net)
-        return self.state
 
 
-def final_record(state: dict[str, Any]) -> dict[str, Any]:
-    """The accepted result: the last iteration within tolerance, or the baseline."""
-    accepted = state.get("final_iteration", 0)
-    return state["iterations"][accepted - 1] if accepted else state["baseline"]
-
-
-def compression(base_params: int, params: int) -> float:
-    return base_params / params if params else math.inf
+def run_schedule(schedule: Schedule, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or resume) a schedule in its output folder, holding the folder's lock."""
+    s = schedule
+    # Old-format (V0/V1) inputs are upgraded with Caffe's tools into pytrim's cache.
+    s.net, s.deploy = current_format(s.net, "net", log), current_format(s.deploy, "net", log)
+    if s.weights.is_file():
+        s.weights = current_format(s.weights, "weights", log)
+    check_inputs(s)
+    claim_run_folder(s.out, "trim")
+    with FolderLock(s.out):
+        run = Run(s, progress, log)
+        if run.state.resumed:
+            log(f"resuming from {run.state.path}")
+        base = baseline(run)
+        final = iterate(run, base)
+        if s.scratch and run.state.data["final_iteration"]:
+            scratch(run, final.net)
+        return run.state.data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,3 +34,25 @@ def forward_seconds_per_image(net: Any, batches: int = 3) -> float:
         net.forward()
         best = min(best, time.perf_counter() - start)
     return best / batch
+
+
+def measure_model(net_path: Path, weights: Path, limit: int | None = None) -> dict[str, Any]:
+    """Accuracy, parameters, FLOPs, file size and forward time of one model."""
+    from pytrim.caffemodel import Caffemodel
+    from pytrim.evaluate import evaluate
+    from pytrim.netcheck import load_net
+    from pytrim.protoutil import read_net
+
+    accuracy = evaluate(net_path, weights, limit=limit, progress=False)
+    net = load_net(net_path, weights)
+    with Caffemodel(weights) as model:
+        params = model.params()
+    return {
+        "net": str(net_path),
+        "weights": str(weights),
+        **accuracy.to_json(),
+        "params": params,
+        "flops": flops(net, read_net(net_path)),
+        "file_mb": weights.stat().st_size / 2**20,
+        "ms_per_image": 1000 * forward_seconds_per_image(net),
+    }

@@ -1,12 +1,12 @@
-"""Read and write Caffe's prototxt and caffemodel files with caffe_pb2 alone (no Net needed).
+"""Caffe's text and binary protobuf files with caffe_pb2 alone (no Net needed).
 
 Caffe aborts the process on a malformed file; these helpers parse in Python first, so bad
-input becomes a Python exception with the file's name.
+input becomes one error naming the file. `layers_in_phase` applies Caffe's include/exclude
+rules the way `Net::FilterNet` does, so checks see the layers Caffe will build.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,23 +14,58 @@ from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
 from pytrim.caffe_env import caffe_pb2
+from pytrim.errors import BadInput
+from pytrim.files import write_atomic
 
 
 def read_text_proto(path: str | Path, message: Any, what: str) -> Any:
     """Parse a text-format file into `message`; errors name the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
+        raise BadInput(f"{what} not found: {path}")
     try:
         text_format.Merge(path.read_text(), message)
-    except text_format.ParseError as exc:
-        raise ValueError(f"{path}: not a valid {what}: {exc}") from exc
+    except (text_format.ParseError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path}: not a valid {what}: {exc}") from None
     return message
 
 
 def read_net(path: str | Path) -> Any:
     """Parse a net prototxt into a NetParameter."""
     return read_text_proto(path, caffe_pb2().NetParameter(), "prototxt")
+
+
+def read_solver(path: str | Path) -> Any:
+    """Parse a solver prototxt into a SolverParameter."""
+    return read_text_proto(path, caffe_pb2().SolverParameter(), "solver file")
+
+
+def write_text(message: Any, path: str | Path) -> Path:
+    """Write a message as prototxt, atomically."""
+    return write_atomic(path, text_format.MessageToString(message))
+
+
+def _meets(rule: Any, phase: int, level: int = 0, stages: tuple[str, ...] = ()) -> bool:
+    """Caffe's Net::StateMeetsRule."""
+    if rule.HasField("phase") and rule.phase != phase:
+        return False
+    if rule.HasField("min_level") and level < rule.min_level:
+        return False
+    if rule.HasField("max_level") and level > rule.max_level:
+        return False
+    return all(s in stages for s in rule.stage) and not any(s in stages for s in rule.not_stage)
+
+
+def in_phase(layer: Any, phase: str) -> bool:
+    """Whether Caffe builds `layer` in `phase` ("TRAIN" or "TEST"), as Net::FilterNet decides."""
+    value = caffe_pb2().Phase.Value(phase)
+    if layer.include:
+        return any(_meets(rule, value) for rule in layer.include)
+    return not any(_meets(rule, value) for rule in layer.exclude)
+
+
+def layers_in_phase(net: Any, phase: str = "TEST") -> list[Any]:
+    return [layer for layer in net.layer if in_phase(layer, phase)]
 
 
 def set_data_sources(
@@ -40,8 +75,7 @@ def set_data_sources(
     for layer in net.layer:
         if layer.type != "Data":
             continue
-        is_test = any(rule.phase == caffe_pb2().TEST for rule in layer.include)
-        layer.data_param.source = str(test if is_test else train)
+        layer.data_param.source = str(test if in_phase(layer, "TEST") else train)
         if batch is not None:
             layer.data_param.batch_size = batch
         if max_batch is not None:
@@ -49,31 +83,16 @@ def set_data_sources(
     return net
 
 
-def write_atomic(path: str | Path, data: bytes) -> Path:
-    """Write a file under a temporary name, then rename it: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
-    return path
-
-
-def write_text(message: Any, path: str | Path) -> Path:
-    """Write a message as prototxt, atomically."""
-    return write_atomic(path, text_format.MessageToString(message).encode())
-
-
 def read_model(path: str | Path) -> Any:
-    """Parse a binary caffemodel into a NetParameter."""
+    """Parse a (small) binary caffemodel into a NetParameter; large ones: pytrim.caffemodel."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"caffemodel not found: {path}")
+        raise BadInput(f"caffemodel not found: {path}")
     model = caffe_pb2().NetParameter()
     try:
         model.ParseFromString(path.read_bytes())
     except DecodeError as exc:
-        raise ValueError(f"{path}: not a valid caffemodel: {exc}") from exc
+        raise BadInput(f"{path}: not a valid caffemodel: {exc}") from None
     return model
 
 

@@ -7,47 +7,55 @@ plus final (the accepted iteration) and timings.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from pytrim.loop import final_record
-from pytrim.protoutil import write_atomic
+from pytrim.files import write_atomic, write_json
+
+ITERATION_KEYS = (
+    "iteration",
+    "layers",
+    "widths",
+    "params",
+    "compression",
+    "top1_trimmed",
+    "top1_retrained",
+    "top5_trimmed",
+    "top5_retrained",
+    "mean_apoz",
+    "verify_max_relative_diff",
+    "stopped",
+)
+
+
+def final_record(state: dict[str, Any]) -> dict[str, Any]:
+    """The accepted result: the last iteration within tolerance, or the baseline."""
+    accepted = state.get("final_iteration", 0)
+    return state["iterations"][accepted - 1] if accepted else state["baseline"]
+
+
+def iteration_entries(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The finished iterations of this run (records beyond its last iteration, kept from a
+    longer earlier run, are not part of it)."""
+    last = state.get("last_iteration", len(state["iterations"]))
+    entries = []
+    for record in state["iterations"][:last]:
+        if "top1_retrained" in record:
+            entry = {key: record.get(key) for key in ITERATION_KEYS}
+            entry["compression"] = round(record["compression"], 4)
+            entry["seconds"] = {name: step["seconds"] for name, step in record.get("steps", {}).items()}
+            entries.append(entry)
+    return entries
 
 
 def build(state: dict[str, Any]) -> dict[str, Any]:
     """The report's JSON from a loop's state."""
     base = state["baseline"]
     report: dict[str, Any] = {
-        "baseline": {
-            "widths": base["widths"],
-            "params": base["params"],
-            "top1": base["top1"],
-            "top5": base.get("top5"),
-        },
-        "iterations": [],
+        "baseline": {key: base.get(key) for key in ("widths", "params", "top1", "top5", "images")},
+        "iterations": iteration_entries(state),
         "scratch": {},
     }
-    for record in state["iterations"]:
-        if "top1_retrained" not in record:
-            continue
-        report["iterations"].append(
-            {
-                "iteration": record["iteration"],
-                "layers": record.get("layers"),
-                "widths": record["widths"],
-                "params": record["params"],
-                "compression": round(record["compression"], 4),
-                "top1_trimmed": record["top1_trimmed"],
-                "top1_retrained": record["top1_retrained"],
-                "top5_trimmed": record.get("top5_trimmed"),
-                "top5_retrained": record.get("top5_retrained"),
-                "mean_apoz": record["mean_apoz"],
-                "verify_max_relative_diff": record.get("verify_max_relative_diff"),
-                "stopped": record.get("stopped"),
-                "seconds": record.get("seconds", {}),
-            }
-        )
     final = final_record(state)
     report["final"] = {
         "iteration": state.get("final_iteration", 0),
@@ -57,8 +65,8 @@ def build(state: dict[str, Any]) -> dict[str, Any]:
         "top1": final.get("top1_retrained", final.get("top1")),
     }
     scratch = state.get("scratch") or {}
-    if "top1" in scratch:
-        report["scratch"] = {k: scratch[k] for k in ("widths", "params", "top1", "iterations")}
+    if "top1" in scratch and state.get("final_iteration") and scratch.get("widths") == final["widths"]:
+        report["scratch"] = {key: scratch[key] for key in ("widths", "params", "top1", "iterations")}
         report["inherited_minus_scratch_top1"] = report["final"]["top1"] - scratch["top1"]
     return report
 
@@ -116,6 +124,6 @@ def write(state: dict[str, Any], out_dir: str | Path, title: str, top5: bool = F
     """Write report.json and report.md into `out_dir`; return the report."""
     out_dir = Path(out_dir)
     report = build(state)
-    write_atomic(out_dir / "report.json", (json.dumps(report, indent=1) + "\n").encode())
-    write_atomic(out_dir / "report.md", markdown(report, title, top5).encode())
+    write_json(out_dir / "report.json", report)
+    write_atomic(out_dir / "report.md", markdown(report, title, top5))
     return report

@@ -22,8 +22,10 @@ from typing import Any
 import numpy as np
 
 from pytrim.caffe_env import caffe_tool
+from pytrim.errors import CaffeCrashed
 from pytrim.protoutil import read_net, write_text
-from pytrim.train import run_caffe
+from pytrim.runner import run_child
+from pytrim.train import caffe_env
 
 PREFIX_NZ, PREFIX_FRAC = "pytrim_nz_", "pytrim_frac_"
 
@@ -93,7 +95,7 @@ def caffe_test_fractions(
     ]
     if gpu is not None:
         args.append(f"--gpu={gpu}")
-    run_caffe(args, log)
+    run_child(args, log, "caffe test", env=caffe_env(), error=CaffeCrashed)
     values: dict[str, list[float]] = {}
     lines = log.read_text().splitlines()
     final = [line for line in lines if "Batch " not in line]

@@ -9,19 +9,21 @@ of the current-format file. Current-format files are returned unchanged.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-from pytrim.caffe_env import caffe_tool
+from pytrim.caffe_env import cache_root, caffe_tool
 from pytrim.caffemodel import Caffemodel
+from pytrim.errors import BadInput, StepFailed
+from pytrim.files import sha256_file, together
 from pytrim.protoutil import read_net
+from pytrim.runner import run_child
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("PYTRIM_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pytrim"
-    return Path(root) / "upgraded"
+    return cache_root() / "upgraded"
 
 
 def is_old_prototxt(path: Path) -> bool:
@@ -34,33 +36,26 @@ def is_old_caffemodel(path: Path) -> bool:
         return model.v1
 
 
-def _upgrade(path: Path, tool: str, suffix: str, log) -> Path:
-    from pytrim.collect import sha256_file
-
+def _upgrade(path: Path, tool: str, suffix: str, log: Callable[[str], None]) -> Path:
     target = cache_dir() / f"{sha256_file(path)[:16]}-{path.stem}{suffix}"
     if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".partial")
-        result = subprocess.run(
-            [caffe_tool(tool), str(path), str(partial)], capture_output=True, text=True, check=False
-        )
-        if result.returncode != 0 or not partial.is_file():
-            partial.unlink(missing_ok=True)
-            tail = "\n  ".join(result.stderr.strip().splitlines()[-5:])
-            raise ValueError(f"{path}: Caffe's {tool} could not upgrade it:\n  {tail}")
-        partial.replace(target)
+        with tempfile.TemporaryDirectory(prefix="pytrim-upgrade-") as tmp, together([target]) as (partial,):
+            try:
+                run_child([caffe_tool(tool), str(path), str(partial)], Path(tmp) / "upgrade.log", tool)
+            except StepFailed as exc:
+                raise BadInput(f"{path}: Caffe's {tool} could not upgrade it: {exc.reason or exc}") from None
     log(f"note: {path} is in an old (V0/V1) format; upgraded with Caffe's {tool} to {target}")
     return target
 
 
-def current_format(path: str | Path | None, kind: str, log=None) -> Path | None:
+def current_format(path: str | Path | None, kind: str, log: Callable[[str], None] | None = None) -> Path | None:
     """Return `path`, or an upgraded copy if it is a V0/V1 prototxt ("net") or caffemodel ("weights")."""
     if path is None:
         return None
     log = log or (lambda message: print(message, file=sys.stderr))
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{'prototxt' if kind == 'net' else 'caffemodel'} not found: {path}")
+        raise BadInput(f"{'prototxt' if kind == 'net' else 'caffemodel'} not found: {path}")
     if kind == "net":
         return _upgrade(path, "upgrade_net_proto_text", ".prototxt", log) if is_old_prototxt(path) else path
     if kind == "weights":

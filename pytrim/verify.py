@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from pytrim.choose import Selection
-from pytrim.collect import load_net
 from pytrim.graph import trim_site
+from pytrim.netcheck import load_net
 from pytrim.protoutil import read_net
 
 

@@ -119,8 +119,8 @@ def test_upgrade_tools_present() -> None:
 def test_caffe_cpp_tests_subset() -> None:
     """A quick subset of Caffe's own C++ test suite, on the binary built with pycaffe."""
     build_root = Path((Path(sys.prefix) / "caffe-build").read_text().strip())
-    testbin = build_root / "build" / "test" / "test.testbin"
-    assert testbin.is_file(), f"{testbin} missing: run make caffe"
+    testbin = build_root / "install" / "bin" / "caffe-cpp-tests"
+    assert testbin.is_file(), f"{testbin} missing: run make caffe-cpp-tests (make test builds it)"
     result = subprocess.run(
         [str(testbin), "--gtest_filter=*InnerProductLayerTest*:*ConvolutionLayerTest/0.*:*NetTest/0.*"],
         check=False,

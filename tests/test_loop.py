@@ -1,24 +1,22 @@
-"""The whole trimming loop on a tiny net: report keys, resume, and a crash that loses nothing."""
+"""The whole trimming loop on a tiny net: report, resume, results that cannot go stale,
+a lock against a second run, the stop rules and the schedule's own checks."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_prototxt
-from test_trimming import BODY, DATA, DEPLOY_INPUT, LOSS, images
-
-from pytrim.datasets import write_lmdb
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT, assert_one_line_error, files_under, net_text, small_body, toy_db, write_net
 
 SOLVER = """net: "{net}"
-test_iter: 1
-test_interval: 100000
+test_iter: 2
+test_interval: {test_interval}
 base_lr: {lr}
 momentum: 0.9
 weight_decay: 0.0005
@@ -35,11 +33,13 @@ SCHEDULE = """name = "tiny"
 net = "{d}/train_val.prototxt"
 deploy = "{d}/deploy.prototxt"
 weights = "{d}/baseline.caffemodel"
+train_missing_weights = true
 baseline_solver = "{d}/solver.prototxt"
 finetune_solver = "{d}/finetune.prototxt"
 out = "{d}/run"
 iterations = 2
 tolerance = 100.0
+scratch = false
 scratch_iters = 30
 
 [trim]
@@ -51,113 +51,283 @@ min_keep = {{ conv2 = 2, ip1 = 2 }}
 """
 
 
+def write_solver(path: Path, net: Path, lr: float, test_interval: int = 100000) -> Path:
+    return write_net(path, SOLVER.format(net=net, lr=lr, test_interval=test_interval))
+
+
+@pytest.fixture(scope="session")
+def trained_baseline(tmp_path_factory) -> Path:
+    """The tiny problem with its baseline trained once for the whole session."""
+    d = tmp_path_factory.mktemp("baseline")
+    make_problem(d)
+    assert trim(d, "--iterations", "0").returncode == 0
+    return d / "baseline.caffemodel"
+
+
+def make_problem(d: Path) -> Path:
+    train_db, test_db = toy_db(d / "train_db", 120, seed=1), toy_db(d / "test_db", 40, seed=2)
+    train_val = write_net(d / "train_val.prototxt", net_text(small_body, [20, 1, 28, 28], (train_db, test_db, 20)))
+    write_net(d / "deploy.prototxt", net_text(small_body, [4, 1, 28, 28]))
+    write_solver(d / "solver.prototxt", train_val, 0.01)
+    write_solver(d / "finetune.prototxt", train_val, 0.005)
+    write_net(d / "schedule.toml", SCHEDULE.format(d=d))
+    return d
+
+
 @pytest.fixture
-def problem(tmp_path: Path) -> Path:
-    db_train = write_lmdb(*images(120, seed=1), tmp_path / "train_db", progress=False)
-    db_test = write_lmdb(*images(40, seed=2), tmp_path / "test_db", progress=False)
-    train_val = 'name: "tiny"\n' + DATA.format(train=db_train, test=db_test, batch=20)
-    write_prototxt(tmp_path / "train_val.prototxt", train_val + BODY + LOSS)
-    write_prototxt(tmp_path / "deploy.prototxt", 'name: "tiny"\n' + DEPLOY_INPUT + BODY)
-    write_prototxt(tmp_path / "solver.prototxt", SOLVER.format(net=tmp_path / "train_val.prototxt", lr=0.01))
-    write_prototxt(tmp_path / "finetune.prototxt", SOLVER.format(net=tmp_path / "train_val.prototxt", lr=0.005))
-    write_prototxt(tmp_path / "schedule.toml", SCHEDULE.format(d=tmp_path))
+def problem(tmp_path: Path, trained_baseline: Path) -> Path:
+    make_problem(tmp_path)
+    shutil.copy(trained_baseline, tmp_path / "baseline.caffemodel")
     return tmp_path
 
 
-def trim(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "tools/trim.py"), "--quiet", *args], capture_output=True, text=True, check=False
-    )
+def trim(d: Path, *args: str, schedule: str = "schedule.toml") -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "pytrim", "trim", "--quiet", "--schedule", str(d / schedule), *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT)
+
+
+def report(d: Path) -> dict:
+    return json.loads((d / "run/report.json").read_text())
+
+
+def mtime(path: Path) -> int:
+    return path.stat().st_mtime_ns
 
 
 def test_tiny_loop_writes_report_and_resumes(problem: Path) -> None:
-    result = trim("--schedule", str(problem / "schedule.toml"))
+    result = trim(problem)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "baseline.caffemodel missing, training it" in result.stdout
-    report = json.loads((problem / "run/report.json").read_text())
-    assert set(report["baseline"]) >= {"widths", "params", "top1"}
-    assert report["baseline"]["widths"] == "6-8-12-10"
-    assert len(report["iterations"]) == 2
-    for entry in report["iterations"]:
-        assert set(entry) >= {
-            "iteration",
-            "widths",
-            "params",
-            "compression",
-            "top1_trimmed",
-            "top1_retrained",
-            "mean_apoz",
-        }
+    rep = report(problem)
+    assert rep["baseline"]["widths"] == "6-8-12-10" and rep["baseline"]["images"] == 40
+    assert [e["widths"] for e in rep["iterations"]] == ["6-6-9-10", "6-5-7-10"]  # 25% of conv2 and ip1 each time
+    first, second = rep["iterations"]
+    assert rep["baseline"]["params"] > first["params"] > second["params"]
+    assert second["compression"] == pytest.approx(rep["baseline"]["params"] / second["params"], rel=1e-3)
+    for entry in rep["iterations"]:
         assert set(entry["mean_apoz"]) == {"conv1", "conv2", "ip1"}
         assert entry["verify_max_relative_diff"] <= 1e-5
-    # 25% of conv2 and ip1 each iteration: 8 -> 6 -> 5 and 12 -> 9 -> 7.
-    assert [e["widths"] for e in report["iterations"]] == ["6-6-9-10", "6-5-7-10"]
-    first, second = report["iterations"]
-    assert report["baseline"]["params"] > first["params"] > second["params"]
-    assert second["compression"] == pytest.approx(report["baseline"]["params"] / second["params"], rel=1e-3)
-    assert set(report["scratch"]) >= {"widths", "params", "top1"}
-    assert report["scratch"]["widths"] == "6-5-7-10" and report["scratch"]["params"] == second["params"]
+    state = json.loads((problem / "run/state.json").read_text())
+    assert set(state["iterations"][0]["steps"]["verify"]["result"]["nets"]) == {"train_val", "deploy"}
     assert "| Trim-2 | 6-5-7-10 |" in (problem / "run/report.md").read_text()
-    for name in (
-        "stats.h5",
-        "selection.json",
-        "train_val.prototxt",
-        "deploy.prototxt",
-        "trimmed.caffemodel",
-        "retrained.caffemodel",
-        "apoz_conv2.png",
-    ):
+    for name in ("stats.h5", "selection.json", "train_val.prototxt", "deploy.prototxt", "trimmed.caffemodel",
+                 "retrained.caffemodel", "apoz_conv2.png"):  # fmt: skip
         assert (problem / "run/iter-01" / name).is_file(), name
+    # The same command again: nothing is redone.
+    stamps = {p: mtime(p) for p in (problem / "run").rglob("*.caffemodel")}
+    again = trim(problem)
+    assert again.returncode == 0 and "resuming" in again.stdout and "again" not in again.stdout
+    assert {p: mtime(p) for p in stamps} == stamps
+    # A third iteration: iterations 1 and 2 are kept.
+    assert trim(problem, "--iterations", "3").returncode == 0
+    assert [e["iteration"] for e in report(problem)["iterations"]] == [1, 2, 3]
+    assert all(mtime(p) == t for p, t in stamps.items())
 
-    # Asking for a third iteration resumes: iterations 1 and 2 are not redone.
-    stamp = (problem / "run/iter-02/retrained.caffemodel").stat().st_mtime_ns
-    result = trim("--schedule", str(problem / "schedule.toml"), "--iterations", "3")
+
+def test_other_settings_are_computed_again_from_where_they_differ(problem: Path) -> None:
+    assert trim(problem, "--iterations", "1").returncode == 0
+    stats, selection = problem / "run/iter-01/stats.h5", problem / "run/iter-01/selection.json"
+    before = {p: mtime(p) for p in (stats, selection, problem / "run/iter-01/retrained.caffemodel")}
+    chosen = json.loads(selection.read_text())["layers"]
+    # Another criterion: statistics are reused, the choice and everything after it are redone.
+    result = trim(problem, "--iterations", "1", "--criterion", "l1")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "resuming" in result.stdout
-    assert (problem / "run/iter-02/retrained.caffemodel").stat().st_mtime_ns == stamp
-    report = json.loads((problem / "run/report.json").read_text())
-    assert [e["iteration"] for e in report["iterations"]] == [1, 2, 3]
-    # Other baseline weights: the old state is not silently reused.
-    (problem / "baseline.caffemodel").write_bytes((problem / "run/iter-01/retrained.caffemodel").read_bytes())
-    result = trim("--schedule", str(problem / "schedule.toml"))
-    assert result.returncode == 1 and "other baseline weights" in result.stderr
-
-
-def test_crash_in_retraining_keeps_finished_steps(problem: Path) -> None:
-    # A fine-tuning solver that diverges even at 1/100 of its learning rate.
-    finetune = problem / "finetune.prototxt"
-    finetune.write_text(SOLVER.format(net=problem / "train_val.prototxt", lr=1e15))
-    result = trim("--schedule", str(problem / "schedule.toml"), "--no-scratch")
-    assert result.returncode == 1
-    assert result.stderr.startswith("error: ") and "diverged three times" in result.stderr
+    assert "select (iteration 1): its inputs or settings changed" in result.stdout
+    assert mtime(stats) == before[stats] and mtime(selection) != before[selection]
+    assert json.loads(selection.read_text())["layers"] != chosen
+    assert mtime(problem / "run/iter-01/retrained.caffemodel") != before[problem / "run/iter-01/retrained.caffemodel"]
+    # Another fine-tuning budget: the cut is reused, retraining is redone.
+    trimmed = mtime(problem / "run/iter-01/trimmed.caffemodel")
+    result = trim(problem, "--iterations", "1", "--criterion", "l1", "--finetune-iters", "10")
+    assert "retrain (iteration 1): its inputs or settings changed" in result.stdout
+    assert mtime(problem / "run/iter-01/trimmed.caffemodel") == trimmed
     state = json.loads((problem / "run/state.json").read_text())
-    record = state["iterations"][0]
-    assert {"collect", "select", "cut", "verify", "evaluate_trimmed"} <= set(record)
-    assert "retrain" not in record
-    collected_in = record["seconds"]["collect"]
-    # Fixed solver: the run resumes at the retraining, without collecting again.
-    finetune.write_text(SOLVER.format(net=problem / "train_val.prototxt", lr=0.005))
-    result = trim("--schedule", str(problem / "schedule.toml"), "--no-scratch", "--iterations", "1")
+    assert state["iterations"][0]["steps"]["retrain"]["result"]["iterations"] == 10
+    # Another k in the schedule file (rule apoz): the choice is redone.
+    text = (problem / "schedule.toml").read_text().replace('rule = "ratio"', 'rule = "apoz"\nk = 0.5')
+    write_net(problem / "k.toml", text)
+    result = trim(problem, "--iterations", "1", schedule="k.toml")
+    assert result.returncode == 0 and "select (iteration 1): its inputs or settings changed" in result.stdout
+
+
+def test_regenerated_weights_reach_the_report_and_the_next_iteration(problem: Path) -> None:
+    assert trim(problem).returncode == 0
+    stats2 = mtime(problem / "run/iter-02/stats.h5")
+    # Someone replaces iteration 1's retrained model with its cut-only weights.
+    shutil.copy(problem / "run/iter-01/trimmed.caffemodel", problem / "run/iter-01/retrained.caffemodel")
+    result = trim(problem)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "collect (iteration 2): its inputs or settings changed" in result.stdout
+    assert mtime(problem / "run/iter-02/stats.h5") != stats2
+    assert f"evaluate {problem / 'run/iter-01/retrained.caffemodel'}: its inputs or settings changed" in result.stdout
+    rep = report(problem)
+    assert rep["iterations"][0]["top1_retrained"] == rep["iterations"][0]["top1_trimmed"]
+
+
+def test_fewer_iterations_report_only_those_and_scratch_follows_the_widths(problem: Path) -> None:
+    assert trim(problem).returncode == 0
+    result = trim(problem, "--iterations", "1", "--scratch-iters", "10")
+    assert result.returncode == 0
+    rep = report(problem)
+    assert [e["iteration"] for e in rep["iterations"]] == [1] and "Trim-2" not in (problem / "run/report.md").read_text()
+    # Scratch is off in the schedule: turn it on through a schedule copy, then extend the run.
+    write_net(problem / "scratch.toml", (problem / "schedule.toml").read_text().replace("scratch = false", "scratch = true"))
+    assert trim(problem, "--iterations", "1", schedule="scratch.toml").returncode == 0
+    assert report(problem)["scratch"]["widths"] == "6-6-9-10"
+    assert trim(problem, "--iterations", "2", schedule="scratch.toml").returncode == 0
+    rep = report(problem)
+    assert rep["scratch"]["widths"] == rep["final"]["widths"] == "6-5-7-10"
+
+
+def test_a_second_run_on_the_same_folder_is_refused(problem: Path) -> None:
+    first = subprocess.Popen(
+        [sys.executable, "-m", "pytrim", "trim", "--quiet", "--schedule", str(problem / "schedule.toml")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+    )  # fmt: skip
+    try:
+        lock = problem / "run/.pytrim-lock"
+        for _ in range(200):
+            if lock.is_file() and lock.read_text().strip() == str(first.pid):
+                break
+            time.sleep(0.05)
+        second = trim(problem)
+        assert_one_line_error(second, "in use by another pytrim run", f"pid {first.pid}")
+    finally:
+        first.wait(timeout=300)
+    assert first.returncode == 0
+    assert trim(problem).returncode == 0  # the lock went with its owner
+
+
+def test_a_killed_run_leaves_no_lock(problem: Path) -> None:
+    first = subprocess.Popen(
+        [sys.executable, "-m", "pytrim", "trim", "--quiet", "--schedule", str(problem / "schedule.toml")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+    )  # fmt: skip
+    lock = problem / "run/.pytrim-lock"
+    while not (lock.is_file() and lock.read_text().strip() == str(first.pid)):
+        time.sleep(0.05)
+    first.kill()
+    first.wait()
+    result = trim(problem)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_nan_retraining_is_retried_at_a_lower_rate_and_a_crash_keeps_the_finished_steps(problem: Path) -> None:
+    # Diverges at 1e15, 1e14 and 1e13: the step fails, and what finished before it is kept.
+    write_solver(problem / "finetune.prototxt", problem / "train_val.prototxt", 1e15)
+    result = trim(problem, "--iterations", "1")
+    assert_one_line_error(result, "diverged three times")
+    state = json.loads((problem / "run/state.json").read_text())
+    steps = state["iterations"][0]["steps"]
+    assert {"collect", "select", "cut", "verify", "evaluate:trimmed"} <= set(steps) and "retrain" not in steps
+    collected = steps["collect"]["seconds"]
+    # A rate that diverges at full strength: the retry at a tenth of it trains.
+    write_solver(problem / "finetune.prototxt", problem / "train_val.prototxt", 1000.0)
+    result = trim(problem, "--iterations", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training diverged" in result.stdout
+    state = json.loads((problem / "run/state.json").read_text())
+    assert state["iterations"][0]["steps"]["collect"]["seconds"] == collected
+    assert state["iterations"][0]["steps"]["retrain"]["result"]["base_lr"] == pytest.approx(100.0)
+
+
+def test_stop_rule_keeps_the_iteration_before(problem: Path) -> None:
+    # Stop when top-1 after retraining is below baseline + 1000 points: always, at once.
+    result = trim(problem, "--tolerance", "-100000")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rep = report(problem)
+    assert rep["iterations"][0]["stopped"] and len(rep["iterations"]) == 1
+    assert rep["final"]["iteration"] == 0 and rep["final"]["widths"] == rep["baseline"]["widths"]
+    assert "stop:" in result.stdout and "the result is iteration 0" in result.stdout
+
+
+def test_nothing_left_to_trim_ends_the_loop(problem: Path) -> None:
+    text = (problem / "schedule.toml").read_text().replace('rule = "ratio"', 'rule = "apoz"\nk = 100.0')
+    write_net(problem / "k.toml", text)
+    result = trim(problem, schedule="k.toml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "nothing left to trim" in result.stdout
+    rep = report(problem)
+    assert rep["iterations"] == [] and rep["final"]["iteration"] == 0
+
+
+def test_iteration_overrides_change_that_iteration_only(problem: Path) -> None:
+    text = (problem / "schedule.toml").read_text() + '\n[[iteration]]\nnumber = 2\nlayers = ["ip1"]\nratio = 0.5\n'
+    write_net(problem / "o.toml", text)
+    result = trim(problem, schedule="o.toml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [e["widths"] for e in report(problem)["iterations"]] == ["6-6-9-10", "6-6-5-10"]
+    assert [e["layers"] for e in report(problem)["iterations"]] == [["conv2", "ip1"], ["ip1"]]
+
+
+def test_restart_removes_only_a_pytrim_run_folder(problem: Path) -> None:
+    assert trim(problem, "--iterations", "1").returncode == 0
+    old = mtime(problem / "run/iter-01/stats.h5")
+    result = trim(problem, "--iterations", "1", "--restart")
+    assert result.returncode == 0 and "resuming" not in result.stdout
+    assert mtime(problem / "run/iter-01/stats.h5") != old
+    # A folder pytrim did not make is neither removed nor written into.
+    mine = problem / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    assert_one_line_error(trim(problem, "--out", mine, "--restart"), "not a pytrim run folder")
+    assert_one_line_error(trim(problem, "--out", mine), "not a pytrim run folder")
+    assert files_under(mine) == ["thesis.tex"]
+    # Output folders that hold the inputs, or a file.
+    assert_one_line_error(trim(problem, "--out", problem), "contains the input")
+    assert_one_line_error(trim(problem, "--out", problem / "schedule.toml"), "is the input")
+    (problem / "notes.md").write_text("mine")
+    assert_one_line_error(trim(problem, "--out", problem / "notes.md"), "is a file")
+
+
+def test_schedule_errors_are_one_line_and_come_before_any_work(problem: Path) -> None:
+    bad = write_net(problem / "bad.toml", 'net = "x"\n[trim]\nlayers = ["conv2"]\n')
+    assert_one_line_error(trim(problem, schedule="bad.toml"), "missing keys")
+    assert_one_line_error(trim(problem, schedule="nothing.toml"), "schedule file not found")
+    cases = {
+        "k = 1.0": ('k = "one"', "k must be a number"),
+        "ratio = 0.25": ("ratio = 1.5", "ratio must be a number in [0, 1)"),
+        "iterations = 2": ("iterations = 2\ncolour = 3", "unknown key 'colour'"),
+        'rule = "ratio"': ('rule = "fancy"', "rule must be one of"),
+    }
+    base = (problem / "schedule.toml").read_text().replace('rule = "ratio"', 'rule = "ratio"\nk = 1.0')
+    for old, (new, message) in cases.items():
+        write_net(bad, base.replace(old, new))
+        assert_one_line_error(trim(problem, schedule="bad.toml"), message)
+    # A typo in `weights` with training of missing weights off: an error, not a training run.
+    write_net(bad, base.replace("baseline.caffemodel", "baseline.cafemodel").replace("train_missing_weights = true", ""))
+    assert_one_line_error(trim(problem, schedule="bad.toml"), "baseline weights not found", "baseline.cafemodel")
+    assert not (problem / "run").exists()
+
+
+def test_weights_option_trims_a_users_own_caffemodel(problem: Path, caffe) -> None:
+    mine = problem / "mine.caffemodel"
+    caffe.set_random_seed(5)
+    caffe.Net(str(problem / "train_val.prototxt"), caffe.TEST).save(str(mine))
+    result = trim(problem, "--weights", mine, "--iterations", "1")
     assert result.returncode == 0, result.stderr[-3000:]
     state = json.loads((problem / "run/state.json").read_text())
-    assert state["iterations"][0]["seconds"]["collect"] == collected_in
-    assert "top1_retrained" in state["iterations"][0]
+    assert "train" not in state["baseline"].get("steps", {})
+    from pytrim.files import sha256_file
 
+    stats = problem / "run/iter-01/stats.h5"
+    import h5py
 
-def test_schedule_errors_are_one_line(problem: Path) -> None:
-    bad = problem / "bad.toml"
-    bad.write_text('net = "x"\n[trim]\nlayers = ["conv2"]\n')
-    result = trim("--schedule", str(bad))
-    assert result.returncode == 1 and result.stderr.startswith("error: ") and "missing keys" in result.stderr
-    result = trim("--schedule", str(problem / "nothing.toml"))
-    assert result.returncode == 1 and "schedule file not found" in result.stderr
+    with h5py.File(stats) as handle:
+        assert handle.attrs["weights_sha256"] == sha256_file(mine)
+    # Weights of another net: one error line naming the layers and shapes, nothing written.
+    other = problem / "other.caffemodel"
+    lenet = ROOT / "prototxt/lenet/deploy.prototxt"
+    caffe.Net(str(lenet), caffe.TEST).save(str(other))
+    result = trim(problem, "--weights", other, "--out", problem / "other-run")
+    assert_one_line_error(result, "does not match", "conv1 blob 0: shape (6, 1, 3, 3)", "(20, 1, 5, 5)")
+    assert [p for p in files_under(problem / "other-run") if not p.startswith(".pytrim")] == []
+    # A missing --weights file is never trained.
+    assert_one_line_error(trim(problem, "--weights", problem / "nope.caffemodel", "--out", problem / "r3"), "not found")
 
 
 def test_loop_with_another_criterion(problem: Path) -> None:
     """The same loop with the L1 criterion: the removed neurons are the lowest-L1 ones."""
-    result = trim(
-        "--schedule", str(problem / "schedule.toml"), "--criterion", "l1", "--iterations", "1", "--no-scratch"
-    )
+    result = trim(problem, "--criterion", "l1", "--iterations", "1")
     assert result.returncode == 0, result.stderr[-3000:]
     from pytrim.caffemodel import Caffemodel
 
@@ -167,8 +337,15 @@ def test_loop_with_another_criterion(problem: Path) -> None:
             w = model.arrays(entry["layer"])[0]
             l1 = np.abs(w.reshape(w.shape[0], -1)).sum(axis=1)
             assert sorted(entry["remove"]) == sorted(np.argsort(l1)[: len(entry["remove"])].tolist())
-    report = json.loads((problem / "run/report.json").read_text())
-    assert report["iterations"][0]["widths"] == "6-6-9-10"
-    assert report["iterations"][0]["verify_max_relative_diff"] <= 1e-5
-    bad = trim("--schedule", str(problem / "schedule.toml"), "--criterion", "nope", "--out", str(problem / "x"))
-    assert bad.returncode == 1 and "unknown criterion 'nope'" in bad.stderr
+    assert report(problem)["iterations"][0]["widths"] == "6-6-9-10"
+    assert_one_line_error(trim(problem, "--criterion", "nope", "--out", problem / "x"), "unknown criterion 'nope'")
+
+
+def test_shipped_schedules_load() -> None:
+    from pytrim.schedule import load_schedule
+
+    lenet = load_schedule(ROOT / "prototxt/lenet/trim.toml")
+    assert lenet.plan.layers == ["conv2", "ip1"] and lenet.train_missing_weights and lenet.iterations == 6
+    assert lenet.net.is_file() and lenet.finetune_solver.is_file()
+    vgg = load_schedule(ROOT / "prototxt/vgg16/trim.toml")
+    assert vgg.plan.layers == ["conv5_3", "fc6"] and vgg.tolerance == 0.0 and not vgg.train_missing_weights

@@ -48,7 +48,10 @@ Options:
   --cuda             build with CUDA (cuDNN off); default is CPU_ONLY
   --cuda-arch "A B"  real GPU architectures for nvcc (default: ${CUDA_ARCH}; e.g. "80 90")
   --no-opencv        build without OpenCV even if it is installed
-  --deps-only        install the Debian build dependencies and stop
+  --deps-only        install the Debian build dependencies (and, for Debian's own python3,
+                     python3-venv and python3-dev) and stop
+  --cpp-tests        also build Caffe's C++ test binary (bin/caffe-cpp-tests) into the
+                     finished build (used by `make test`; `make caffe` does not need it)
   --print-prefix     print the install prefix of the matching finished build and stop
   -h, --help         this text
 Environment: PYTRIM_CACHE (cache root, default \$XDG_CACHE_HOME/pytrim), JOBS (parallel jobs),
@@ -61,6 +64,7 @@ say() { echo "build-caffe: $*" >&2; }
 
 DEPS_ONLY=0
 PRINT_PREFIX=0
+CPP_TESTS=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --python) PYTHON="$2"; shift 2 ;;
@@ -69,6 +73,7 @@ while [ $# -gt 0 ]; do
     --cuda-arch) CUDA_ARCH="$2"; shift 2 ;;
     --no-opencv) OPENCV=0; shift ;;
     --deps-only) DEPS_ONLY=1; shift ;;
+    --cpp-tests) CPP_TESTS=1; shift ;;
     --print-prefix) PRINT_PREFIX=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
@@ -83,9 +88,21 @@ missing_pkgs() {
   done
 }
 
+# Debian's own interpreter lacks `-m venv` and the headers/libpython pycaffe builds against
+# until python3-venv and python3-dev are installed (pyenv's or a venv's python has both).
+python_pkgs() {
+  local py="${PYTHON:-python3}" real
+  real=$(readlink -f "$(command -v "$py" 2>/dev/null || echo "$py")" 2>/dev/null) || return 0
+  case "$real" in
+    /usr/bin/python3*) echo "python3-venv python3-dev" ;;
+  esac
+}
+
 install_deps() {
   local want=("${APT_DEPS[@]}")
   [ "$OPENCV" = 0 ] || want+=("${APT_OPTIONAL[@]}")
+  # shellcheck disable=SC2207
+  want+=($(python_pkgs))
   local missing
   missing=$(missing_pkgs "${want[@]}" | tr '\n' ' ')
   [ -z "${missing// /}" ] && return 0
@@ -171,8 +188,20 @@ EOF
   say "caffe exposed in $VENV ($VARIANT build $KEY)"
 }
 
+# Caffe's C++ test binary, built in the finished build's own folder (its objects are reused).
+build_cpp_tests() {
+  [ -x "$PREFIX/bin/caffe-cpp-tests" ] && return 0
+  local start; start=$(date +%s)
+  say "building Caffe's C++ test binary with $JOBS jobs (log: $BUILD_ROOT/build/make-tests.log)"
+  (cd "$BUILD_ROOT/build" && make -j"$JOBS" test.testbin > make-tests.log 2>&1) \
+    || { tail -n 20 "$BUILD_ROOT/build/make-tests.log" >&2; die "C++ test build failed"; }
+  cp "$BUILD_ROOT/build/test/test.testbin" "$PREFIX/bin/caffe-cpp-tests"
+  echo "cpp_tests_seconds=$(( $(date +%s) - start ))" >> "$BUILD_ROOT/build-info.txt"
+}
+
 if [ -f "$BUILD_ROOT/.done" ]; then
   say "reusing finished build $BUILD_ROOT"
+  [ "$CPP_TESTS" = 1 ] && build_cpp_tests
   link_venv
   echo "$PREFIX"
   exit 0
@@ -182,6 +211,7 @@ mkdir -p "$CACHE_ROOT/caffe"
 exec 9>"$CACHE_ROOT/caffe/.lock"
 flock 9
 if [ -f "$BUILD_ROOT/.done" ]; then   # another process finished it while we waited
+  [ "$CPP_TESTS" = 1 ] && build_cpp_tests
   link_venv; echo "$PREFIX"; exit 0
 fi
 START=$(date +%s)
@@ -313,12 +343,10 @@ say "configuring ($VARIANT, OpenCV=$OPENCV, python $PY_VER, numpy $NUMPY_VER) in
 
 # --- build and install ---------------------------------------------------------------------------
 say "building with $JOBS jobs (log: $BUILD_ROOT/build/make.log)"
-(cd "$BUILD_ROOT/build" && make -j"$JOBS" all test.testbin > make.log 2>&1 && make install > install.log 2>&1) \
+(cd "$BUILD_ROOT/build" && make -j"$JOBS" all > make.log 2>&1 && make install > install.log 2>&1) \
   || { grep -E "error|Error" "$BUILD_ROOT/build/make.log" | head -n 30 >&2; tail -n 20 "$BUILD_ROOT/build/make.log" >&2;
        die "build failed (log: $BUILD_ROOT/build/make.log)"; }
 
-# The C++ test binary is kept with the build for tests/test_caffe_cpp.py.
-cp "$BUILD_ROOT/build/test/test.testbin" "$PREFIX/bin/caffe-cpp-tests" 2>/dev/null || true
 SECONDS_TAKEN=$(( $(date +%s) - START ))
 cat > "$BUILD_ROOT/build-info.txt" <<EOF
 version=$VERSION
@@ -332,5 +360,6 @@ build_seconds=$SECONDS_TAKEN
 EOF
 touch "$BUILD_ROOT/.done"
 say "built in ${SECONDS_TAKEN}s: $PREFIX"
+[ "$CPP_TESTS" = 1 ] && build_cpp_tests
 link_venv
 echo "$PREFIX"

@@ -1,0 +1,93 @@
+"""pytrim's commands: one module per command (a `main(argv) -> int` each), run through `run`.
+
+`run` turns the problems a user can act on (pytrim.errors.PytrimError, and operating-system
+errors on their files: a full disk, a read-only or missing folder) into one `error:` line
+and exit code 1; any other exception is a bug and keeps its traceback (exit code 1).
+Commands that other steps run as children write their result as JSON to `--result FILE`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pytrim.errors import BadInput, PytrimError, StepFailed
+from pytrim.files import write_json
+
+# Operating-system errors that are about the user's files or machine, not pytrim's code.
+USER_ERRNOS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOENT,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.ENAMETOOLONG,
+}
+
+
+def message_of(exc: BaseException) -> str | None:
+    """The one-line message for a problem the user can act on, or None for a bug."""
+    if isinstance(exc, PytrimError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.errno in USER_ERRNOS:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return None
+
+
+def run(main: Callable[[], int]) -> None:
+    """Run a command's main(); print `error: ...` and exit 1 on a problem the user can act on."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:
+        message = message_of(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        if isinstance(exc, StepFailed):
+            print("finished steps are kept: run the same command again to resume", file=sys.stderr)
+        sys.exit(1)
+
+
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    """An argument parser whose description is the command's docstring."""
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_result(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--result", type=Path, help="also write the result as JSON to this file")
+
+
+def finish(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """Write the command's result where --result asks (atomically)."""
+    if getattr(args, "result", None):
+        write_json(args.result, result)
+
+
+def names(text: str | None) -> list[str] | None:
+    """A comma-separated list of names (None stays None)."""
+    return [name.strip() for name in text.split(",") if name.strip()] if text else None
+
+
+def per_layer(values: list[str] | None, cast: Callable[[str], Any] = float) -> dict[str, Any]:
+    """LAYER=VALUE items."""
+    result = {}
+    for item in values or []:
+        if "=" not in item:
+            raise BadInput(f"expected LAYER=VALUE, got {item!r}")
+        name, value = item.split("=", 1)
+        try:
+            result[name.strip()] = cast(value)
+        except ValueError:
+            raise BadInput(f"{item!r}: {value!r} is not a valid value") from None
+    return result
