@@ -26,6 +26,7 @@ COMMANDS = {
     "vgg16": ("vgg16", "the paper's VGG-16 run, and its synthetic stand-in"),
     "prepare-lenet": ("prepare_lenet", "LeNet's data as LMDB"),
     "prepare-imagenet": ("prepare_imagenet", "ImageNet as LMDB for VGG-16"),
+    "zoo": ("zoo", "write a public model-zoo net (ResNet-50, GoogLeNet, MobileNet, ...) as prototxt"),
     "probe": ("probe", "build a net in Caffe and report its blob and parameter shapes"),
 }
 

@@ -20,7 +20,7 @@ from typing import BinaryIO
 import numpy as np
 
 from pytrim.errors import BadInput
-from pytrim.files import together
+from pytrim.files import naming, together
 
 # Field numbers (caffe.proto).
 NET_LAYER, NET_LAYERS_V1 = 100, 2
@@ -240,7 +240,7 @@ class Caffemodel:
         """Write a copy with the blobs of the layers in `replace` replaced (atomically)."""
         if self.v1 and replace:
             raise CaffemodelError(f"{self.path} is in the V1 format: upgrade it before changing it")
-        with together([path]) as (temporary,), temporary.open("wb") as out:
+        with together([path]) as (temporary,), naming(path), temporary.open("wb") as out:
             pos = 0
             for name in [n for n in self.layers if n in replace]:
                 layer = self.layers[name]

@@ -34,6 +34,16 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def shipped(relative: str | Path) -> Path:
+    """A file pytrim ships (prototxt/..., schedules): from the current directory if it is there,
+    else from the source checkout this package runs from."""
+    candidate = Path(relative)
+    if candidate.exists():
+        return candidate
+    checkout = Path(__file__).resolve().parents[1] / candidate
+    return checkout if checkout.exists() else candidate
+
+
 def partial_name(path: Path) -> Path:
     return path.with_name(path.name + ".partial")
 
@@ -43,6 +53,18 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """Give an operating-system error raised while writing `path` that file's name (a failed
+    write() does not say which file it was writing)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
 
 
 @contextlib.contextmanager
@@ -72,7 +94,7 @@ def together(paths: Iterable[str | Path]) -> Iterator[list[Path]]:
 def write_atomic(path: str | Path, data: bytes | str) -> Path:
     """Write one file under a temporary name, then rename it: never a half-written file."""
     path = Path(path)
-    with together([path]) as (temporary,):
+    with together([path]) as (temporary,), naming(path):
         temporary.write_bytes(data.encode() if isinstance(data, str) else data)
     return path
 

@@ -27,7 +27,7 @@ from typing import Any
 from pytrim.errors import StepFailed
 from pytrim.files import read_json
 
-GLOG_FATAL = re.compile(r"^F\d{4} [\d:.]+\s+\d+ \S+\] (.*)")
+GLOG_FATAL = re.compile(r"^F\d{4,8} [\d:.]+\s+\d+ \S+\] (.*)")  # glog 0.6 puts the year in: F20261122
 
 
 @dataclass

@@ -24,7 +24,6 @@ weight filler (and a constant bias filler), so a net built from either file has 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,9 @@ from typing import Any
 
 from google.protobuf import text_format
 
-from pytrim.caffe_env import HOW_TO_BUILD, CaffeNotFound, caffe_pb2
+from pytrim.caffe_env import HOW_TO_BUILD, caffe_pb2
+from pytrim.errors import BadInput, CaffeNotFound
+from pytrim.files import together
 
 KINDS = ("train_val", "deploy")
 IMAGENET_MEAN = (104.0, 117.0, 123.0)  # BGR, as the published ImageNet nets subtract
@@ -525,11 +526,11 @@ def build(
     data/<dataset>/{train,val}_lmdb; train_batch default: the published one; SoftmaxWithLoss "loss",
     TEST Accuracy "accuracy" and "accuracy_top5"). options go to the net's builder (googlenet: aux)."""
     if name not in NETS:
-        raise ValueError(f"unknown net {name!r}: one of {', '.join(NETS)}")
+        raise BadInput(f"unknown net {name!r}: one of {', '.join(NETS)}")
     if kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}: one of {', '.join(KINDS)}")
+        raise BadInput(f"unknown kind {kind!r}: one of {', '.join(KINDS)}")
     if min(batch, test_batch, train_batch or 1) < 1:
-        raise ValueError("batch sizes must be at least 1")
+        raise BadInput("batch sizes must be at least 1")
     info, train = INPUTS[name], kind == "train_val"
     train_source = train_source or f"data/{info.dataset}/train_lmdb"
     if train:
@@ -559,23 +560,18 @@ def text(name: str, kind: str, **kw: Any) -> str:
     info = INPUTS[name]
     head = (
         f"# {info.title} ({kind}), with the published layer and blob names of {info.origin}.\n"
-        f"# Generated with pycaffe's NetSpec by pytrim/zoo.py (tools/zoo.py --net {name}): regenerate, do not edit.\n"
+        f"# Generated with pycaffe's NetSpec by pytrim/zoo.py (python -m pytrim zoo --net {name}).\n"
     )
     return head + text_format.MessageToString(build(name, kind, **kw))
 
 
 def write(name: str, out_dir: str | Path, kinds: Iterable[str] = KINDS, **kw: Any) -> list[Path]:
-    """Write <out_dir>/<kind>.prototxt for each kind (each under a .partial name, then renamed)."""
-    out_dir = Path(out_dir)
+    """Write <out_dir>/<kind>.prototxt for each kind, all together or none."""
     texts = {kind: text(name, kind, **kw) for kind in kinds}  # all built before anything is written
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for kind, body in texts.items():
-        path = out_dir / f"{kind}.prototxt"
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(body)
-        os.replace(partial, path)
-        paths.append(path)
+    paths = [Path(out_dir) / f"{kind}.prototxt" for kind in texts]
+    with together(paths) as partials:
+        for partial, body in zip(partials, texts.values(), strict=True):
+            partial.write_text(body)
     return paths
 
 

@@ -7,34 +7,44 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from conftest import write_prototxt
+from conftest import write_net
 
 from pytrim.caffe_env import caffe_tool
 from pytrim.protoutil import read_model
 
-TINY_FC = """
-name: "tiny"
-layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 5 dim: 3 } } }
-layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
-        inner_product_param { num_output: 4 weight_filler { type: "gaussian" std: 0.5 }
-                              bias_filler { type: "gaussian" std: 0.5 } } }
-layer { name: "relu" type: "ReLU" bottom: "ip" top: "ip" }
-"""
 
-REGRESSION = """
-name: "regression"
-force_backward: true
-layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 8 dim: 3 } } }
-layer { name: "target" type: "Input" top: "target" input_param { shape { dim: 8 dim: 2 } } }
-layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
-        inner_product_param { num_output: 2 weight_filler { type: "gaussian" std: 0.3 }
-                              bias_filler { type: "constant" value: 0.1 } } }
-layer { name: "loss" type: "EuclideanLoss" bottom: "ip" bottom: "target" top: "loss" }
-"""
+def tiny_fc(path: Path) -> Path:
+    """data (5, 3) -> InnerProduct 4 -> ReLU in place."""
+    import caffe
+    from caffe import layers as L
+
+    n = caffe.NetSpec()
+    n.data = L.Input(shape={"dim": [5, 3]})
+    gaussian = {"type": "gaussian", "std": 0.5}
+    n.ip = L.InnerProduct(n.data, num_output=4, weight_filler=gaussian, bias_filler=gaussian)
+    n.relu = L.ReLU(n.ip, in_place=True)
+    return write_net(path, str(n.to_proto()))
+
+
+def regression(path: Path) -> Path:
+    """data (8, 3) -> InnerProduct 2 -> EuclideanLoss against target (8, 2)."""
+    import caffe
+    from caffe import layers as L
+
+    n = caffe.NetSpec()
+    n.data = L.Input(shape={"dim": [8, 3]})
+    n.target = L.Input(shape={"dim": [8, 2]})
+    n.ip = L.InnerProduct(
+        n.data, num_output=2, weight_filler={"type": "gaussian", "std": 0.3}, bias_filler={"value": 0.1}
+    )
+    n.loss = L.EuclideanLoss(n.ip, n.target)
+    proto = n.to_proto()
+    proto.force_backward = True
+    return write_net(path, str(proto))
 
 
 def test_forward_matches_numpy(caffe, tmp_path: Path) -> None:
-    net = caffe.Net(str(write_prototxt(tmp_path / "tiny.prototxt", TINY_FC)), caffe.TEST)
+    net = caffe.Net(str(tiny_fc(tmp_path / "tiny.prototxt")), caffe.TEST)
     x = np.random.default_rng(1).normal(size=(5, 3)).astype(np.float32)
     net.blobs["data"].data[...] = x
     out = net.forward()["ip"]
@@ -45,7 +55,7 @@ def test_forward_matches_numpy(caffe, tmp_path: Path) -> None:
 
 
 def test_backward_matches_analytic_gradient(caffe, tmp_path: Path) -> None:
-    net = caffe.Net(str(write_prototxt(tmp_path / "reg.prototxt", REGRESSION)), caffe.TRAIN)
+    net = caffe.Net(str(regression(tmp_path / "reg.prototxt")), caffe.TRAIN)
     rng = np.random.default_rng(2)
     x = rng.normal(size=(8, 3)).astype(np.float32)
     y = rng.normal(size=(8, 2)).astype(np.float32)
@@ -62,8 +72,8 @@ def test_backward_matches_analytic_gradient(caffe, tmp_path: Path) -> None:
 
 
 def test_solver_steps_lower_the_loss(caffe, tmp_path: Path) -> None:
-    net_path = write_prototxt(tmp_path / "reg.prototxt", REGRESSION)
-    solver_path = write_prototxt(
+    net_path = regression(tmp_path / "reg.prototxt")
+    solver_path = write_net(
         tmp_path / "solver.prototxt",
         f'net: "{net_path}"\nbase_lr: 0.1\nmomentum: 0.9\nlr_policy: "fixed"\nmax_iter: 100\n'
         "display: 0\nsolver_mode: CPU\nrandom_seed: 7\nsnapshot_after_train: false\n",
@@ -83,7 +93,7 @@ def test_solver_steps_lower_the_loss(caffe, tmp_path: Path) -> None:
 
 
 def test_caffemodel_write_and_reread_identical(caffe, tmp_path: Path) -> None:
-    proto = write_prototxt(tmp_path / "tiny.prototxt", TINY_FC)
+    proto = tiny_fc(tmp_path / "tiny.prototxt")
     net = caffe.Net(str(proto), caffe.TEST)
     model_path = tmp_path / "tiny.caffemodel"
     net.save(str(model_path))
@@ -98,7 +108,7 @@ def test_caffemodel_write_and_reread_identical(caffe, tmp_path: Path) -> None:
 
 
 def test_caffe_time_command(tmp_path: Path) -> None:
-    proto = write_prototxt(tmp_path / "tiny.prototxt", TINY_FC)
+    proto = tiny_fc(tmp_path / "tiny.prototxt")
     result = subprocess.run(
         [caffe_tool("caffe"), "time", f"--model={proto}", "--iterations=3"],
         check=False,

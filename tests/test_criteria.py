@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_trimming import small_net  # noqa: F401 - the fixture
+from conftest import pytrim
 
 from pytrim.collect import collect_layer_data
 from pytrim.compare import NetSpec, Settings, relief, run_net, write
@@ -22,7 +20,6 @@ from pytrim.criteria import (
     unit_scores,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 # 3 neurons, 4 inputs.
 W = np.array([[1.0, -2.0, 0.0, 1.0], [0.5, 0.5, 0.5, 0.5], [-4.0, 0.0, 0.0, 0.0]])
 B = np.array([0.0, 2.0, -1.0])
@@ -105,7 +102,7 @@ def test_relief_conv_kernels_and_mask_expansion() -> None:
 # --- with Caffe -------------------------------------------------------------------------------
 
 
-def test_layer_data_matches_brute_force(caffe, small_net: dict[str, Path]) -> None:  # noqa: F811
+def test_layer_data_matches_brute_force(caffe, small_net: dict[str, Path]) -> None:
     data = collect_layer_data(small_net["net"], small_net["weights"], ["conv2", "ip1"], limit=20, taylor=True)
     net = caffe.Net(str(small_net["net"]), str(small_net["weights"]), caffe.TEST)
     acts, grads, inputs, fc_inputs = [], [], [], []
@@ -124,7 +121,7 @@ def test_layer_data_matches_brute_force(caffe, small_net: dict[str, Path]) -> No
     assert data["ip1"].images == 20 and data["conv2"].positions == 144
 
 
-def test_masked_weights_stay_zero_through_solver_steps(caffe, small_net: dict[str, Path]) -> None:  # noqa: F811
+def test_masked_weights_stay_zero_through_solver_steps(caffe, small_net: dict[str, Path]) -> None:
     d = small_net["dir"]
     solver = d / "solver.prototxt"
     solver.write_text(
@@ -135,26 +132,8 @@ def test_masked_weights_stay_zero_through_solver_steps(caffe, small_net: dict[st
     net = caffe.Net(str(small_net["net"]), str(small_net["weights"]), caffe.TEST)
     masks = {name: rng.random(net.params[name][0].data.shape) > 0.5 for name in ("conv2", "ip1")}
     np.savez(d / "masks.npz", **masks)
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "tools/train_masked.py"),
-            "--solver",
-            str(solver),
-            "--weights",
-            str(small_net["weights"]),
-            "--masks",
-            str(d / "masks.npz"),
-            "--max-iter",
-            "15",
-            "--out",
-            str(d / "masked.caffemodel"),
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = pytrim("train-masked", "--solver", solver, "--weights", small_net["weights"], "--masks",
+                    d / "masks.npz", "--max-iter", "15", "--out", d / "masked.caffemodel", "--quiet")  # fmt: skip
     assert result.returncode == 0, result.stderr
     after = caffe.Net(str(small_net["net"]), str(d / "masked.caffemodel"), caffe.TEST)
     for name, mask in masks.items():
@@ -164,7 +143,7 @@ def test_masked_weights_stay_zero_through_solver_steps(caffe, small_net: dict[st
     assert not np.allclose(after.params["conv1"][0].data, net.params["conv1"][0].data)
 
 
-def test_relief_cuts_a_dead_neuron_and_keeps_alpha(caffe, small_net: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+def test_relief_cuts_a_dead_neuron_and_keeps_alpha(caffe, small_net: dict[str, Path], tmp_path: Path) -> None:
     net = caffe.Net(str(small_net["net"]), str(small_net["weights"]), caffe.TEST)
     net.params["ip1"][0].data[4] = 0.0
     net.params["ip1"][1].data[4] = -1.0  # neuron 4 of ip1 always outputs ReLU(-1) = 0
@@ -183,7 +162,7 @@ def test_relief_cuts_a_dead_neuron_and_keeps_alpha(caffe, small_net: dict[str, P
     assert masks["ip1"].mean() < 0.9
 
 
-def test_tiny_comparison_writes_the_report(small_net: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+def test_tiny_comparison_writes_the_report(small_net: dict[str, Path], tmp_path: Path) -> None:
     solver = tmp_path / "solver.prototxt"
     solver.write_text(
         f'net: "{small_net["net"]}"\ntest_iter: 1\ntest_interval: 1000\nbase_lr: 0.01\n'

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_idx_dataset, write_idx, write_prototxt
+from conftest import make_idx_dataset, write_idx, write_net
 
 from pytrim.datasets import (
     FASHION_MNIST_DIR,
@@ -23,11 +23,19 @@ from pytrim.datasets import (
     write_lmdb,
 )
 
-DATA_NET = """
-name: "read"
-layer {{ name: "d" type: "Data" top: "data" top: "label" include {{ phase: TEST }}
-        data_param {{ source: "{source}" batch_size: {batch} backend: LMDB }} }}
-"""
+
+def reader(path: Path, source: Path, batch: int) -> Path:
+    """A net that is only a TEST Data layer reading `source` (no scaling)."""
+    import caffe
+    from caffe import layers as L
+    from caffe import params as P
+
+    n = caffe.NetSpec()
+    n.data, n.label = L.Data(
+        name="d", ntop=2, include={"phase": caffe.TEST}, data_param={"source": str(source), "batch_size": batch,
+                                                                      "backend": P.Data.LMDB}
+    )  # fmt: skip
+    return write_net(path, str(n.to_proto()))
 
 
 def test_idx_roundtrip_plain_and_gzip(tmp_path: Path) -> None:
@@ -89,7 +97,7 @@ def test_lmdb_is_read_by_caffe_data_layer(caffe, tmp_path: Path) -> None:
     db = write_lmdb(images, labels, tmp_path / "db", progress=False)
     assert lmdb_entries(db) == 12
     assert not (tmp_path / "db.partial").exists()
-    proto = write_prototxt(tmp_path / "read.prototxt", DATA_NET.format(source=db, batch=6))
+    proto = reader(tmp_path / "read.prototxt", db, 6)
     net = caffe.Net(str(proto), caffe.TEST)
     for batch in range(2):
         net.forward()
@@ -127,10 +135,7 @@ def test_download_rejects_wrong_checksum_and_leaves_nothing(tmp_path: Path) -> N
 
 
 def test_prepare_lenet_writes_lmdbs_and_refuses_bad_input(caffe, tmp_path: Path) -> None:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
-    import prepare_lenet
+    from pytrim.cli import prepare_lenet
 
     source = make_idx_dataset(tmp_path / "idx", n_train=20, n_test=10)
     out = tmp_path / "lenet"

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_prototxt
+from conftest import pytrim, write_net
 
 from pytrim.caffe_env import caffe_pb2
 from pytrim.caffemodel import Caffemodel, CaffemodelError
@@ -81,7 +79,7 @@ def test_codec_rejects_garbage_and_reads_legacy_shapes(tmp_path: Path) -> None:
 
 
 def test_v1_files_are_upgraded_and_trimmed(caffe, tmp_path: Path) -> None:
-    proto = write_prototxt(tmp_path / "v1.prototxt", V1_NET)
+    proto = write_net(tmp_path / "v1.prototxt", V1_NET)
     weights = v1_model(tmp_path / "v1.caffemodel")
     assert is_old_prototxt(proto) and is_old_caffemodel(weights)
     notes: list[str] = []
@@ -94,27 +92,11 @@ def test_v1_files_are_upgraded_and_trimmed(caffe, tmp_path: Path) -> None:
     # The tools take the V1 files directly: upgraded, cut, verified.
     selection = tmp_path / "sel.json"
     selection.write_text(json.dumps({"layers": [{"layer": "conv1", "width": 4, "keep": [0, 2, 3], "remove": [1]}]}))
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "tools/cut.py"),
-            "--net",
-            str(proto),
-            "--weights",
-            str(weights),
-            "--selection",
-            str(selection),
-            "--out-dir",
-            str(tmp_path / "cut"),
-            "--verify",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = pytrim("cut", "--net", proto, "--weights", weights, "--selection", selection, "--out-dir",
+                    tmp_path / "cut", "--verify")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "old (V0/V1) format; upgraded with Caffe's upgrade_net_proto_text" in result.stderr
-    assert "upgrade_net_proto_binary" in result.stderr and '"verify": true' in result.stdout
+    assert "upgrade_net_proto_binary" in result.stderr and "verify: OK" in result.stdout
     trimmed = caffe.Net(str(tmp_path / "cut/train_val.prototxt"), str(tmp_path / "cut/trimmed.caffemodel"), caffe.TEST)
     assert trimmed.params["conv1"][0].data.shape == (3, 1, 3, 3)
     assert trimmed.params["ip1"][0].data.shape == (5, 27)

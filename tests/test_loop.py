@@ -168,9 +168,13 @@ def test_fewer_iterations_report_only_those_and_scratch_follows_the_widths(probl
     result = trim(problem, "--iterations", "1", "--scratch-iters", "10")
     assert result.returncode == 0
     rep = report(problem)
-    assert [e["iteration"] for e in rep["iterations"]] == [1] and "Trim-2" not in (problem / "run/report.md").read_text()
+    assert [e["iteration"] for e in rep["iterations"]] == [1] and "Trim-2" not in (
+        problem / "run/report.md"
+    ).read_text()
     # Scratch is off in the schedule: turn it on through a schedule copy, then extend the run.
-    write_net(problem / "scratch.toml", (problem / "schedule.toml").read_text().replace("scratch = false", "scratch = true"))
+    write_net(
+        problem / "scratch.toml", (problem / "schedule.toml").read_text().replace("scratch = false", "scratch = true")
+    )
     assert trim(problem, "--iterations", "1", schedule="scratch.toml").returncode == 0
     assert report(problem)["scratch"]["widths"] == "6-6-9-10"
     assert trim(problem, "--iterations", "2", schedule="scratch.toml").returncode == 0
@@ -294,7 +298,9 @@ def test_schedule_errors_are_one_line_and_come_before_any_work(problem: Path) ->
         write_net(bad, base.replace(old, new))
         assert_one_line_error(trim(problem, schedule="bad.toml"), message)
     # A typo in `weights` with training of missing weights off: an error, not a training run.
-    write_net(bad, base.replace("baseline.caffemodel", "baseline.cafemodel").replace("train_missing_weights = true", ""))
+    write_net(
+        bad, base.replace("baseline.caffemodel", "baseline.cafemodel").replace("train_missing_weights = true", "")
+    )
     assert_one_line_error(trim(problem, schedule="bad.toml"), "baseline weights not found", "baseline.cafemodel")
     assert not (problem / "run").exists()
 

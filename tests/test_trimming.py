@@ -74,7 +74,8 @@ def test_apoz_equals_brute_force_count(caffe, small_net: dict[str, Path]) -> Non
 
 def no_relu_body(n, data):
     """LeNet's pattern: conv -> pool without a ReLU, then fc + ReLU."""
-    from caffe import layers as L, params as P
+    from caffe import layers as L
+    from caffe import params as P
 
     n.conv1 = L.Convolution(data, num_output=5, kernel_size=5, weight_filler={"type": "gaussian", "std": 0.3})
     n.pool1 = L.Pooling(n.conv1, pool=P.Pooling.MAX, kernel_size=2, stride=2)
@@ -218,7 +219,8 @@ def test_cut_tool_with_verify(small_net: dict[str, Path], tmp_path: Path) -> Non
     assert (out / "apoz_conv2.png").stat().st_size > 1000
     assert [e["kept"] for e in json.loads((out / "sel.json").read_text())["layers"]] == [5, 7]
     r = pytrim("cut", "--net", small_net["net"], "--deploy", small_net["deploy"], "--weights", small_net["weights"],
-               "--selection", out / "sel.json", "--out-dir", out / "cut", "--verify", "--result", out / "cut.json")  # fmt: skip
+               "--selection", out / "sel.json", "--out-dir", out / "cut", "--verify", "--result",
+               out / "cut.json")  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "cut.json").read_text())["verify"]["ok"] is True
     r = pytrim("verify", "--net", small_net["deploy"], "--weights", small_net["weights"], "--trimmed-net",

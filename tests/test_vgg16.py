@@ -13,7 +13,7 @@ import pytest
 from pytrim.choose import Selection
 from pytrim.cut import cut
 from pytrim.datasets import write_lmdb
-from pytrim.synthetic import synthetic_net
+from pytrim.protoutil import read_net, set_data_sources, write_text
 from pytrim.verify import verify
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ def vgg(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("vgg16")
     images = np.random.default_rng(0).integers(0, 256, (2, 3, 256, 256), dtype=np.uint8)
     db = write_lmdb(images, np.array([3, 7]), d / "db", progress=False)
-    net = synthetic_net(TRAIN_VAL, d / "train_val.prototxt", db, db, batch=1)
+    net = write_text(set_data_sources(read_net(TRAIN_VAL), db, db, batch=1), d / "train_val.prototxt")
     weights = d / "filler.caffemodel"
     # In a child process, so that this test process does not keep a whole VGG-16 in memory.
     code = f"from pytrim.synthetic import make_weights; make_weights({str(net)!r}, {str(weights)!r})"
@@ -80,7 +80,7 @@ def test_conv5_3_and_fc6_cut_is_exact(vgg: dict[str, Path]) -> None:
 
 
 def run_tool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, check=False, cwd=cwd)
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, check=False, cwd=cwd)
 
 
 def test_missing_weights_or_data_is_said_and_nothing_is_done(tmp_path: Path) -> None:
@@ -116,32 +116,38 @@ def jpeg_folder(folder: Path, count: int) -> Path:
     return folder
 
 
-def test_jpeg_folder_is_converted_with_convert_imageset(tmp_path: Path) -> None:
-    folder = jpeg_folder(tmp_path / "val", 4)
-    result = run_tool(
-        str(ROOT / "data/prepare_imagenet.py"),
-        "--val",
-        str(folder),
-        "--val-labels",
-        str(folder / "val.txt"),
-        "--limit",
-        "3",
-        "--out",
-        str(tmp_path / "imagenet"),
-    )
-    assert result.returncode == 0, result.stderr
-    from pytrim.caffe_env import caffe_pb2
-    from pytrim.datasets import lmdb_entries
-
-    db = tmp_path / "imagenet/val_lmdb"
-    assert lmdb_entries(db) == 3
+def first_labels(db: Path) -> list[int]:
     import lmdb
 
+    from pytrim.caffe_env import caffe_pb2
+
     with lmdb.open(str(db), readonly=True, lock=False) as env, env.begin() as txn:
-        datum = caffe_pb2().Datum.FromString(next(iter(txn.cursor()))[1])
-    assert (datum.channels, datum.height, datum.width, datum.label) == (3, 256, 256, 0)
-    bad = run_tool(str(ROOT / "data/prepare_imagenet.py"), "--val", str(folder), "--out", str(tmp_path / "x"))
+        datums = [caffe_pb2().Datum.FromString(value) for _, value in txn.cursor()]
+    assert all((d.channels, d.height, d.width) == (3, 256, 256) for d in datums)
+    return [d.label for d in datums]
+
+
+def test_jpeg_folder_is_converted_shuffled_with_a_seeded_subset(tmp_path: Path) -> None:
+    folder = jpeg_folder(tmp_path / "val", 8)
+    listed = [int(line.split()[1]) for line in (folder / "val.txt").read_text().splitlines()]
+
+    def prepare(out: str, *extra: str) -> list[int]:
+        args = ("--val", folder, "--val-labels", folder / "val.txt", "--out", tmp_path / out, *extra)
+        result = run_tool(ROOT / "data/prepare_imagenet.py", *args)
+        assert result.returncode == 0, result.stderr
+        return first_labels(tmp_path / out / "val_lmdb")
+
+    everything = prepare("all")
+    assert sorted(everything) == sorted(listed) and everything != listed  # shuffled, nothing lost
+    subset = prepare("three", "--limit", "3")
+    assert len(subset) == 3 and set(subset) <= set(listed) and subset == prepare("again", "--limit", "3")
+    assert prepare("other", "--limit", "3", "--seed", "1") != subset  # the seed decides the sample
+    bad = run_tool(ROOT / "data/prepare_imagenet.py", "--val", folder, "--out", tmp_path / "x")
     assert bad.returncode == 1 and "--val-labels FILE is needed" in bad.stderr
+    # The source as its own target: refused, the LMDB kept.
+    same = run_tool(ROOT / "data/prepare_imagenet.py", "--val", tmp_path / "all/val_lmdb", "--out", tmp_path / "all")
+    assert same.returncode == 1 and "refusing to overwrite" in same.stderr
+    assert len(first_labels(tmp_path / "all/val_lmdb")) == 8
 
 
 def test_real_path_with_a_width_plan_on_filler_weights(vgg: dict[str, Path], tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from google.protobuf import text_format
 
 from pytrim import zoo
 from pytrim.caffe_env import caffe_pb2
+from pytrim.errors import BadInput
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -208,11 +209,11 @@ def test_the_resnet50_prototxts_are_the_generators_output() -> None:
 
 
 def test_build_and_write_check_their_arguments(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="unknown net"):
+    with pytest.raises(BadInput, match="unknown net"):
         zoo.build("resnet51")
-    with pytest.raises(ValueError, match="unknown kind"):
+    with pytest.raises(BadInput, match="unknown kind"):
         zoo.build("resnet50", "train")
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(BadInput, match="at least 1"):
         zoo.build("alexnet", batch=0)
     paths = zoo.write("cifar10_full", tmp_path / "out", batch=3)
     assert paths == [tmp_path / "out/train_val.prototxt", tmp_path / "out/deploy.prototxt"]

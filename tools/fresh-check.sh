@@ -289,13 +289,18 @@ make_root() {
 
 # --- step 3: the repository inside --------------------------------------------------------------
 CLONE=/root/pytrim        # inside the chroot
+COMMIT=""                 # what is checked: HEAD when the copy was made (it may move on meanwhile)
+DIRTY=false               # --worktree with uncommitted changes to tracked files
 copy_repo() {
   local dest="$ROOT$CLONE"
-  say "cloning $REPO (HEAD $(git -C "$REPO" rev-parse --short HEAD)) into the chroot's $CLONE"
+  say "cloning $REPO into the chroot's $CLONE"
   git clone -q --no-hardlinks "$REPO" "$dest"
+  COMMIT=$(git -C "$dest" rev-parse HEAD)
+  say "cloned HEAD $COMMIT"
   [ "$WORKTREE" = 1 ] || return 0
   # The working tree over the clone: tracked files (as they are now, deletions included) and
   # untracked files that are not ignored; .git stays the clone's, at HEAD.
+  [ -z "$(git -C "$REPO" status --porcelain --untracked-files=no)" ] || DIRTY=true
   say "--worktree: copying the working tree's files over the clone (uncommitted changes included)"
   git -C "$dest" ls-files -z | (cd "$dest" && xargs -0 -r rm -f --)
   git -C "$REPO" ls-files -co --exclude-standard -z \
@@ -319,7 +324,7 @@ run_step() {
   say "running \`$cmd\` in the chroot (log: $log)"
   (
     while sleep 60; do
-      say "  $cmd: $(fmt_time $(( $(date +%s) - start ))) ... $(tail -n1 "$log" 2>/dev/null | cut -c1-100)"
+      say "  $cmd: $(fmt_time $(( $(date +%s) - start ))) ... $(tail -n1 "$log" 2>/dev/null | cut -c1-90)$(caffe_progress)"
     done
   ) &
   HEARTBEAT_PID=$!
@@ -339,10 +344,19 @@ run_step() {
   say "\`$cmd\` passed in $(fmt_time "$STEP_SECONDS")"
 }
 
+# While Caffe compiles, the step's own log stays on "building with N jobs": the percentage
+# of the build's make.log inside the chroot says more.
+caffe_progress() {
+  local mk pct
+  mk=$(find "$ROOT/root/.cache/pytrim/caffe" -path '*/build/make*.log' -mmin -2 2>/dev/null | head -n1)
+  [ -n "$mk" ] || return 0
+  pct=$(grep -o '^\[ *[0-9]*%\]' "$mk" 2>/dev/null | tail -n1 | tr -d ' ')
+  [ -z "$pct" ] || echo " (Caffe's build: $pct)"
+}
+
 write_result() {
-  local rc="$1" ok=false out="$REPO/runs/fresh-check/result.json" dirty=false
+  local rc="$1" ok=false out="$REPO/runs/fresh-check/result.json"
   [ "$rc" = 0 ] && ok=true
-  [ -n "$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null)" ] && dirty=true
   mkdir -p "$(dirname "$out")"
   cat > "$out" <<EOF
 {
@@ -351,9 +365,9 @@ write_result() {
   "ok": $ok,
   "status": "$STATUS",
   "failed_step": $([ -n "$FAILED_STEP" ] && echo "\"$FAILED_STEP\"" || echo null),
-  "commit": "$(git -C "$REPO" rev-parse HEAD)",
+  "commit": "$COMMIT",
   "source": "$([ "$WORKTREE" = 1 ] && echo worktree || echo clone)",
-  "worktree_dirty": $([ "$WORKTREE" = 1 ] && echo "$dirty" || echo false),
+  "worktree_dirty": $DIRTY,
   "only_caffe": $([ "$ONLY_CAFFE" = 1 ] && echo true || echo false),
   "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)",
   "logs": "$LOG_DIR/$STAMP-*.log"

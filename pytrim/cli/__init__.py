@@ -22,6 +22,7 @@ from pytrim.files import write_json
 USER_ERRNOS = {
     errno.ENOSPC,
     errno.EDQUOT,
+    errno.EFBIG,
     errno.EACCES,
     errno.EPERM,
     errno.EROFS,
@@ -37,8 +38,8 @@ def message_of(exc: BaseException) -> str | None:
     if isinstance(exc, PytrimError):
         return str(exc)
     if isinstance(exc, OSError) and exc.errno in USER_ERRNOS:
-        where = f": {exc.filename}" if exc.filename else ""
-        return f"{exc.strerror}{where}"
+        name = str(exc.filename or "").removesuffix(".partial")  # name the output, not its temporary
+        return f"{exc.strerror}{': ' + name if name else ''}"
     return None
 
 
@@ -64,8 +65,10 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def add_result(parser: argparse.ArgumentParser) -> None:
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """Options every command has: --result FILE (its result as JSON) and --quiet."""
     parser.add_argument("--result", type=Path, help="also write the result as JSON to this file")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def finish(args: argparse.Namespace, result: dict[str, Any]) -> None:

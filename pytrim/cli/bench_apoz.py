@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pytrim.bench import apoz_overhead
-from pytrim.cli import add_result, finish, parser
+from pytrim.cli import add_common, finish, parser
 from pytrim.files import write_json
 from pytrim.upgrade import current_format
 
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=5000, help="TEST images per timing (default 5000)")
     p.add_argument("--repeats", type=int, default=15, help="interleaved pairs of timings (default 15)")
     p.add_argument("--out", type=Path, default=Path("runs/bench/apoz_overhead.json"))
-    add_result(p)
+    add_common(p)
     args = p.parse_args(argv)
     net, weights = current_format(args.net, "net"), current_format(args.weights, "weights")
     result = apoz_overhead(net, weights, args.images, args.repeats)

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from pytrim.choose import Rule, choose
-from pytrim.cli import add_result, finish, names, parser, per_layer
+from pytrim.cli import add_common, finish, names, parser, per_layer
 from pytrim.collect import check_stats_match, load_stats
 from pytrim.errors import BadInput
 from pytrim.files import check_outputs, write_json
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     rule.add_argument("--count", nargs="+", metavar="LAYER=N", help="remove this many neurons of each layer")
     rule.add_argument("--widths", help="width plan: keep exactly N neurons, e.g. conv5_3=390,fc6=1513")
     p.add_argument("--min-keep", nargs="+", metavar="LAYER=N", help="keep at least N neurons")
-    add_result(p)
+    add_common(p)
     args = p.parse_args(argv)
     check_outputs({"--stats": args.stats, "--weights": args.weights}, {"--out": args.out})
     stats = load_stats(args.stats)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pytrim.cli import add_result, finish, names, parser
+from pytrim.cli import add_common, finish, names, parser
 from pytrim.collect import collect, histograms, save_stats, table
 from pytrim.files import check_outputs
 from pytrim.upgrade import current_format
@@ -23,8 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layers", help="comma-separated layers (default: every trimmable layer)")
     p.add_argument("--limit", type=int, help="use only the first N images")
     p.add_argument("--plots", type=Path, help="folder for one APoZ histogram PNG per layer")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_result(p)
+    add_common(p)
     args = p.parse_args(argv)
     check_outputs({"--net": args.net, "--weights": args.weights}, {"--out": args.out, "--plots": args.plots})
     net, weights = current_format(args.net, "net"), current_format(args.weights, "weights")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pytrim.cli import add_result, finish, parser
+from pytrim.cli import add_common, finish, parser
 from pytrim.measure import measure_model
 from pytrim.upgrade import current_format
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights2", type=Path, required=True, help="second caffemodel")
     p.add_argument("--limit", type=int, help="evaluate only the first N images")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    add_result(p)
+    add_common(p)
     args = p.parse_args(argv)
     a = measure_model(current_format(args.net, "net"), current_format(args.weights, "weights"), args.limit)
     b = measure_model(

@@ -6,22 +6,22 @@ of every trimmable layer); weight magnitude (Han et al.) and NN Relief (connecti
 masked, held at zero through retraining; Relief's orphaned neurons cut). Writes
 <out>/report.md, report.json (one entry per criterion and net: criterion, net, params,
 nonzero, compression, top1, top1_before, flops) and accuracy_vs_compression.png.
-Paths (prototxt/..., models/...) are taken from the current directory: run it from the
-repository root.
+Baselines are read from (or trained into) models/... of the current directory.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pytrim.cli import add_result, finish, names, parser
+from pytrim.cli import add_common, finish, names, parser
 from pytrim.compare import NetSpec, Settings, markdown, run_net, write
 from pytrim.criteria import CONNECTION, UNIT
 from pytrim.errors import BadInput
+from pytrim.files import shipped
 
 
 def spec(name: str, folder: str, weights: str) -> NetSpec:
-    p = Path("prototxt") / folder
+    p = shipped(Path("prototxt") / folder)
     return NetSpec(
         name,
         p / "train_val.prototxt",
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--finetune-iters", type=int, default=1000, help="retraining budget (1000)")
     p.add_argument("--stats-images", type=int, default=2000, help="images for the statistics (2000)")
     p.add_argument("--out", type=Path, default=Path("runs/lenet-compare"))
-    add_result(p)
+    add_common(p)
     args = p.parse_args(argv)
     settings = Settings(
         args.ratio, args.quality, args.alpha_conv, args.alpha_fc, args.finetune_iters, args.stats_images

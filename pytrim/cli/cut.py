@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pytrim.choose import load_selection
-from pytrim.cli import add_result, finish, parser
+from pytrim.cli import add_common, finish, parser
 from pytrim.cut import cut
 from pytrim.errors import StepFailed
 from pytrim.files import check_outputs
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         "--out-dir", type=Path, required=True, help="writes train_val.prototxt, [deploy.prototxt,] trimmed.caffemodel"
     )
     p.add_argument("--verify", action="store_true", help="verify the cut (exits 1 if it fails)")
-    add_result(p)
+    add_common(p)
     args = p.parse_args(argv)
     inputs = {"--net": args.net, "--deploy": args.deploy, "--weights": args.weights, "--selection": args.selection}
     check_outputs(inputs, {"--out-dir": args.out_dir})

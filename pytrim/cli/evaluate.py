@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pytrim.cli import add_result, finish, parser
+from pytrim.cli import add_common, finish, parser
 from pytrim.evaluate import evaluate
 from pytrim.upgrade import current_format
 
@@ -18,8 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--net", type=Path, required=True, help="train_val prototxt with a TEST Data layer")
     p.add_argument("--weights", type=Path, required=True, help="caffemodel")
     p.add_argument("--limit", type=int, help="score only the first N images")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_result(p)
+    add_common(p)
     args = p.parse_args(argv)
     net, weights = current_format(args.net, "net"), current_format(args.weights, "weights")
     accuracy = evaluate(net, weights, limit=args.limit, progress=not args.quiet)

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from pytrim.choose import Rule, choose, overlap
-from pytrim.cli import add_result, finish, names, parser
+from pytrim.cli import add_common, finish, names, parser
 from pytrim.collect import collect
 from pytrim.data import data_source
 from pytrim.protoutil import layers_in_phase, read_net, write_text
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, help="images of each sample (default: all of the TEST data)")
     p.add_argument("--k", type=float, default=1.0, help="rule: APoZ > mean + k*std (default 1)")
     p.add_argument("--json", action="store_true", help="print JSON")
-    add_result(p)
+    add_common(p)
     args = p.parse_args(argv)
     net, weights = current_format(args.net, "net"), current_format(args.weights, "weights")
     layers = names(args.layers) or []

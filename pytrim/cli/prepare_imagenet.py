@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pytrim.cli import add_result, finish, parser
+from pytrim.cli import add_common, finish, parser
 from pytrim.files import write_json
 from pytrim.imagenet import HOW_TO_GET, prepare
 
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, help="keep a seeded random subset of N images of each split")
     p.add_argument("--seed", type=int, default=0, help="seed of the order and the subset (default 0)")
     p.add_argument("--out", type=Path, default=Path("data/imagenet"), help="default: data/imagenet")
-    add_result(p)
+    add_common(p)
     args = p.parse_args(argv)
     if not args.val and not args.train:
         print(f"error: nothing to prepare: give --val (and --train to retrain). {HOW_TO_GET}", file=sys.stderr)

@@ -9,15 +9,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pytrim.cli import add_result, finish, parser
+from pytrim.cli import add_common, finish, parser
 
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
     p.add_argument("--net", type=Path, required=True, help="prototxt")
     p.add_argument("--phase", choices=["TEST", "TRAIN"], default="TEST", help="phase to build (default TEST)")
-    p.add_argument("--quiet", action="store_true", help="print nothing")
-    add_result(p)
+    add_common(p)
     args = p.parse_args(argv)
     from pytrim.netcheck import probe_main_result
 

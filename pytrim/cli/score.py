@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pytrim.cli import add_result, finish, names, parser
+from pytrim.cli import add_common, finish, names, parser
 from pytrim.collect import collect_layer_data
 from pytrim.criteria import UNIT, unit_scores
 from pytrim.files import check_outputs, together
@@ -27,8 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, help="images for the statistics (default: all)")
     p.add_argument("--seed", type=int, default=0, help="random: the seed")
     p.add_argument("--out", type=Path, required=True, help=".npz of layer -> scores")
-    p.add_argument("--quiet", action="store_true", help="print nothing")
-    add_result(p)
+    add_common(p)
     args = p.parse_args(argv)
     check_outputs({"--net": args.net, "--weights": args.weights}, {"--out": args.out})
     net, weights = current_format(args.net, "net"), current_format(args.weights, "weights")

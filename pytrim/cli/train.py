@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pytrim.cli import add_result, finish, parser
+from pytrim.cli import add_common, finish, parser
 from pytrim.evaluate import evaluate
 from pytrim.files import check_outputs
 from pytrim.protoutil import read_solver
@@ -24,8 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-iter", type=int, help="override the solver's max_iter")
     p.add_argument("--workdir", type=Path, help="solver copy, snapshots and log (default: OUT.train/)")
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_result(p)
+    add_common(p)
     args = p.parse_args(argv)
     net = args.net or Path(read_solver(args.solver).net)
     inputs = {"--solver": args.solver, "--weights": args.weights, "the solver's net": net}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pytrim.cli import add_result, finish, parser
+from pytrim.cli import add_common, finish, parser
 from pytrim.files import check_outputs
 from pytrim.masked import load_masks, train_masked
 
@@ -21,8 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--masks", type=Path, required=True, help=".npz of layer -> keep mask")
     p.add_argument("--max-iter", type=int, help="solver iterations (default: the solver's max_iter)")
     p.add_argument("--out", type=Path, required=True, help="caffemodel to write")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_result(p)
+    add_common(p)
     args = p.parse_args(argv)
     inputs = {"--solver": args.solver, "--net": args.net, "--weights": args.weights, "--masks": args.masks}
     check_outputs(inputs, {"--out": args.out})

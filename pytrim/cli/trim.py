@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pytrim.cli import add_result, finish, parser
+from pytrim.cli import add_common, finish, parser
 from pytrim.files import check_outputs, remove_run_folder
 from pytrim.loop import run_schedule
 from pytrim.report import markdown, write
@@ -32,8 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tolerance", type=float, help="stop when top-1 falls this many points below the baseline")
     p.add_argument("--no-scratch", action="store_true", help="skip the from-scratch ablation")
     p.add_argument("--restart", action="store_true", help="remove the output folder (a pytrim run) and start over")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_result(p)
+    add_common(p)
     args = p.parse_args(argv)
     overrides = {
         "out": str(args.out) if args.out else None,

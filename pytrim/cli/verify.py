@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pytrim.choose import load_selection
-from pytrim.cli import add_result, finish, parser
+from pytrim.cli import add_common, finish, parser
 from pytrim.errors import StepFailed
 from pytrim.upgrade import current_format
 from pytrim.verify import verify
@@ -25,8 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--selection", type=Path, required=True, help="selection JSON used for the cut")
     p.add_argument("--tol", type=float, default=1e-5, help="relative tolerance (default 1e-5)")
     p.add_argument("--batches", type=int, default=1, help="forward passes to compare (default 1)")
-    p.add_argument("--quiet", action="store_true", help="print only the verdict")
-    add_result(p)
+    add_common(p)
     args = p.parse_args(argv)
     net, weights = current_format(args.net, "net"), current_format(args.weights, "weights")
     selections = load_selection(args.selection)

@@ -8,7 +8,6 @@ python -m pytrim vgg16 --synthetic
 python -m pytrim vgg16 --weights VGG_ILSVRC_16_layers.caffemodel --val VAL [--train TRAIN]
     the paper's schedule (prototxt/vgg16/trim.toml) on the published model; without the
     files it says exactly what is missing and where to get it, and does nothing.
-Run it from the repository root (it reads prototxt/vgg16/).
 """
 
 from __future__ import annotations
@@ -18,9 +17,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pytrim.cli import add_result, finish, names, parser, per_layer
+from pytrim.cli import add_common, finish, names, parser, per_layer
+from pytrim.files import shipped
 
-VGG16 = Path("prototxt/vgg16")
+VGG16 = shipped("prototxt/vgg16")
 WEIGHTS_URL = "http://www.robots.ox.ac.uk/~vgg/software/very_deep/caffe/VGG_ILSVRC_16_layers.caffemodel"
 
 
@@ -95,12 +95,14 @@ def overlap(args: argparse.Namespace, net: Path, weights: Path, out: Path) -> No
 
 
 def real_run(args: argparse.Namespace) -> dict[str, Any]:
+    from pytrim.files import claim_run_folder
     from pytrim.loop import run_schedule
     from pytrim.report import markdown, write
     from pytrim.schedule import load_schedule
     from pytrim.upgrade import current_format
 
     out = args.out or Path("runs/vgg16-trim")
+    claim_run_folder(out, "vgg16")
     net = prepare_data(args, out)
     weights = current_format(args.weights, "weights")
     if args.overlap:
@@ -164,7 +166,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
     add_options(p)
-    add_result(p)
+    add_common(p)
     args = p.parse_args(argv)
     if args.synthetic:
         finish(args, synthetic_run(args))
