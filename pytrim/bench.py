@@ -15,10 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from pytrim.collect import ZeroCounter, collect_targets
+from pytrim.collect import ZeroCounter, collect_targets, measure_plan, net_graph
 from pytrim.data import batches, data_source
 from pytrim.netcheck import load_net
-from pytrim.protoutil import read_net
 
 
 def interleaved(first: Callable[[], float], second: Callable[[], float], repeats: int) -> dict[str, Any]:
@@ -40,9 +39,10 @@ def interleaved(first: Callable[[], float], second: Callable[[], float], repeats
 def apoz_overhead(net_path: Path, weights: Path, images: int, repeats: int) -> dict[str, Any]:
     """Forward passes alone vs forward passes with the zero counting of `collect`, on the same
     Net and the same `images` TEST images, interleaved `repeats` times after a warm-up."""
-    net_param = read_net(net_path)
+    net_param, graph = net_graph(net_path)
     data = data_source(net_param, images)
-    targets = collect_targets(net_param)
+    targets = collect_targets(graph)
+    blobs = list(dict.fromkeys(p.blob for points in measure_plan(graph, targets, {}).values() for p in points))
     net = load_net(net_path, weights)
     for _ in batches(net, data, progress=False):  # warm up: prefetch, page cache, allocations
         pass
@@ -54,7 +54,7 @@ def apoz_overhead(net_path: Path, weights: Path, images: int, repeats: int) -> d
         return time.perf_counter() - start
 
     def collecting() -> float:
-        counter = ZeroCounter(net, targets)
+        counter = ZeroCounter(net, blobs)
         start = time.perf_counter()
         for take in batches(net, data, progress=False):
             counter.update(take)

@@ -76,13 +76,14 @@ class Selection:
         )
 
 
-def choose(layer: str, scores: np.ndarray, rule: Rule) -> Selection:
-    """Apply `rule` to the scores of one layer (higher score = removed first)."""
+def choose(layer: str, scores: np.ndarray, rule: Rule, blocks: int = 1) -> Selection:
+    """Apply `rule` to the scores of one layer (higher score = removed first). With `blocks`
+    > 1 (a grouped convolution reads or writes these channels) the same number is removed
+    from each of the equal blocks, the highest scores of each block first."""
     scores = np.asarray(scores, dtype=np.float64)
     width = scores.size
     if width == 0:
         raise BadInput(f"layer {layer!r} has no neurons")
-    order = np.argsort(-scores, kind="stable")  # most prunable first
     threshold = None
     if rule.kind == "apoz":
         threshold = float(scores.mean() + rule.k * scores.std())
@@ -95,9 +96,11 @@ def choose(layer: str, scores: np.ndarray, rule: Rule) -> Selection:
         wanted = width - rule.keep
     else:
         wanted = rule.count
-    allowed = max(0, width - min(rule.min_keep, width))
-    n_remove = min(wanted, allowed)
-    remove = np.sort(order[:n_remove])
+    n_remove = min(wanted, max(0, width - min(rule.min_keep, width)))
+    per = width // blocks
+    taken = min(n_remove // blocks, per - 1)  # each block keeps at least one
+    order = [b * per + np.argsort(-scores[b * per : (b + 1) * per], kind="stable")[:taken] for b in range(blocks)]
+    remove = np.sort(np.concatenate(order)) if blocks > 1 else np.sort(np.argsort(-scores, kind="stable")[:n_remove])
     keep = np.setdiff1d(np.arange(width), remove)
     return Selection(layer, width, keep, remove, threshold)
 

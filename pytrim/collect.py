@@ -2,10 +2,13 @@
 
 APoZ of channel c = (number of zero outputs of c after the ReLU) / (N images x M positions).
 The net runs whole `forward()` passes over its TEST data, every image exactly once
-(pytrim.data.batches), and only the counts are kept. For a layer whose output goes through
-no ReLU (Caffe's LeNet has none after conv1/conv2), the count is of outputs <= 0, i.e. the
-zeros a ReLU would produce; the statistics say so (`relu` False). `collect_layer_data` adds,
-in the same pass, everything the other criteria of pytrim.criteria read.
+(pytrim.data.batches), and only counts are kept. Channels are counted where the channel
+graph (pytrim.graph) says a group's activations are: its ReLU outputs (after BatchNorm and
+Scale), several of them for a group joined by Eltwise (the APoZ of channel c is then the
+mean over the ReLU outputs that carry it); where a group meets no ReLU (Caffe's LeNet has
+none after conv1/conv2) the outputs <= 0 of its producers are counted, the zeros a ReLU would
+make, and the statistics say so (`relu` False). `collect_layer_data` adds, in the same pass,
+everything the other criteria of pytrim.criteria read.
 """
 
 from __future__ import annotations
@@ -22,25 +25,59 @@ from pytrim.caffe_env import gpu_device
 from pytrim.data import batches, data_source
 from pytrim.errors import BadInput, StatsMismatch
 from pytrim.files import sha256_file, together
-from pytrim.graph import layer_by_name, relu_outputs, trimmable_layers
-from pytrim.netcheck import load_net
-from pytrim.protoutil import read_net
+from pytrim.graph import Graph, Group, build_graph
+from pytrim.netcheck import load_net, probe
+from pytrim.protoutil import layers_in_phase, read_net, write_text
+
+
+@dataclass
+class Point:
+    """One place a group is counted: channels [offset, offset + length) of `blob` are the
+    group's channels [start, start + length); `zeros` per channel over `positions` each."""
+
+    blob: str
+    offset: int
+    start: int
+    length: int
+    relu: bool
+    zeros: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    positions: int = 1
 
 
 @dataclass
 class LayerStats:
-    """Zero counts of one layer's output channels over `images` images x `positions` positions."""
+    """Zero counts of one channel group (named by its first producer) over `images` images."""
 
     layer: str
-    blob: str
-    relu: bool
-    zeros: np.ndarray
+    width: int
     images: int
-    positions: int
+    points: list[Point]
+    members: list[str] = field(default_factory=list)
+    blocks: int = 1  # a grouped convolution needs the same number cut from each of these blocks
+
+    @property
+    def relu(self) -> bool:
+        return all(p.relu for p in self.points)
 
     @property
     def apoz(self) -> np.ndarray:
-        return self.zeros / float(self.images * self.positions)
+        """Per channel, the mean APoZ over the points that carry it."""
+        total, count = np.zeros(self.width), np.zeros(self.width)
+        for p in self.points:
+            total[p.start : p.start + p.length] += p.zeros / float(self.images * p.positions)
+            count[p.start : p.start + p.length] += 1
+        return total / np.maximum(count, 1)
+
+    @property
+    def zeros(self) -> np.ndarray:
+        """Zero counts when one point carries the whole group (the usual case)."""
+        if len(self.points) != 1:
+            raise ValueError(f"{self.layer}: counted at {len(self.points)} places; use apoz")
+        return self.points[0].zeros
+
+    @property
+    def positions(self) -> int:
+        return self.points[0].positions
 
     @property
     def mean(self) -> float:
@@ -53,56 +90,109 @@ class LayerStats:
 
 @dataclass
 class Stats:
-    """Statistics of several layers, with the fingerprint of the weights they were measured on."""
+    """Statistics of several groups, with the fingerprint of the weights they were measured on."""
 
     layers: dict[str, LayerStats]
     weights_sha256: str
-    widths: dict[str, int]
     source: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
+    @property
+    def widths(self) -> dict[str, int]:
+        return {name: layer.width for name, layer in self.layers.items()}
 
-def collect_targets(net_param: Any, layers: list[str] | None = None) -> dict[str, tuple[str, bool]]:
-    """layer -> (blob to count zeros in, whether that blob is a ReLU output)."""
-    relus = relu_outputs(net_param)
-    targets = {}
-    for name in layers or trimmable_layers(net_param):
-        try:
-            layer = layer_by_name(net_param, name)
-        except KeyError:
-            raise BadInput(f"the net has no layer {name!r}") from None
-        targets[name] = (relus.get(name, layer.top[0]), name in relus)
-    return targets
+    def find(self, name: str) -> LayerStats:
+        """The statistics of the group that layer `name` belongs to (any producer or member)."""
+        for layer in self.layers.values():
+            if name == layer.layer or name in layer.members:
+                return layer
+        raise BadInput(f"no statistics for layer {name!r} (measured: {', '.join(self.layers)})")
+
+
+def net_graph(net_path: str | Path, allow_inexact: bool = False) -> tuple[Any, Graph]:
+    """The NetParameter and the TEST-phase channel graph of a prototxt (shapes from Caffe)."""
+    net_param = read_net(net_path)
+    return net_param, build_graph(net_param, probe(net_path).blobs, allow_inexact=allow_inexact)
+
+
+def collect_targets(graph: Graph, layers: list[str] | None = None) -> dict[str, Group]:
+    """The groups to measure: those of `layers` (any producer or member name), or every
+    trimmable group; keyed by the name asked for (default: the group's name)."""
+    from pytrim.cut import group_of, trimmable
+
+    if not layers:
+        return trimmable(graph)
+    return {name: group_of(graph, name) for name in layers}
+
+
+def shadowed(graph: Graph, net_param: Any) -> dict[int, str]:
+    """ReLU outputs that a later in-place layer overwrites (e.g. a BatchNorm after the ReLU):
+    after a forward pass the blob no longer holds them. layer index -> blob."""
+    layers = layers_in_phase(net_param, "TEST")
+    found = {}
+    for blob, _, index in graph.relu_points:
+        later = [i for i, kind, _ in graph.writers.get(blob, []) if i > index and kind != "Dropout"]
+        if later:
+            found[index] = blob
+    return {i: b for i, b in found.items() if layers[i].type == "ReLU"}
+
+
+def measuring_net(net_param: Any, graph: Graph) -> tuple[Any, dict[str, str]]:
+    """A TEST-phase copy in which every shadowed ReLU writes a blob of its own (the next
+    in-place writer reads it and writes the old name), and the renames (old -> new)."""
+    layers = [type(layer)() for layer in layers_in_phase(net_param, "TEST")]
+    for copy, layer in zip(layers, layers_in_phase(net_param, "TEST"), strict=True):
+        copy.CopyFrom(layer)
+    renames = {}
+    for index, blob in shadowed(graph, net_param).items():
+        new = f"pytrim_relu_{layers[index].name}"
+        layers[index].top[0] = new
+        for later in layers[index + 1 :]:
+            later.bottom[:] = [new if b == blob else b for b in later.bottom]
+            if blob in later.top:
+                break
+        renames[blob] = new
+    net = type(net_param)()
+    net.CopyFrom(net_param)
+    del net.layer[:]
+    net.layer.extend(layers)
+    return net, renames
+
+
+def measure_plan(graph: Graph, groups: dict[str, Group], renames: dict[str, str]) -> dict[str, list[Point]]:
+    points = {}
+    for name, group in groups.items():
+        points[name] = [Point(renames.get(b, b), off, start, n, relu) for b, off, start, n, relu in group.measure]
+    return points
 
 
 class ZeroCounter:
     """Accumulates, after each full forward pass, the zero count of every channel of the
-    target blobs over the first `take` images of the batch (no activation is kept).
+    measured blobs over the first `take` images of the batch (no activation is kept).
 
     The comparison goes into a preallocated boolean buffer, which is then summed as bytes
     along the contiguous position axis: about twice as fast as np.count_nonzero(axis=...),
     which matters because collection must cost little more than the forward pass itself.
     """
 
-    def __init__(self, net: Any, targets: dict[str, tuple[str, bool]]) -> None:
+    def __init__(self, net: Any, blobs: list[str]) -> None:
         self.net = net
-        self.blobs = {name: blob for name, (blob, _) in targets.items()}
-        shapes = {name: net.blobs[blob].data.shape for name, blob in self.blobs.items()}
-        self.zeros = {name: np.zeros(shape[1], dtype=np.int64) for name, shape in shapes.items()}
-        self.positions = {name: int(np.prod(shape[2:])) for name, shape in shapes.items()}
+        shapes = {blob: net.blobs[blob].data.shape for blob in blobs}
+        self.zeros = {blob: np.zeros(shape[1], dtype=np.int64) for blob, shape in shapes.items()}
+        self.positions = {blob: int(np.prod(shape[2:])) for blob, shape in shapes.items()}
         self.buffers = {
-            name: np.empty((shape[0], shape[1], self.positions[name]), dtype=bool) for name, shape in shapes.items()
+            blob: np.empty((shape[0], shape[1], self.positions[blob]), dtype=bool) for blob, shape in shapes.items()
         }
         self.images = 0
 
     def update(self, take: int) -> None:
-        for name, blob in self.blobs.items():
+        for blob in self.zeros:
             data = self.net.blobs[blob].data
             flat = data[:take].reshape(take, data.shape[1], -1)
-            zero = self.buffers[name][:take]
+            zero = self.buffers[blob][:take]
             np.less_equal(flat, 0, out=zero)
             per_image = np.add.reduce(zero.view(np.uint8), axis=2, dtype=np.int32)
-            self.zeros[name] += per_image.sum(axis=0, dtype=np.int64)
+            self.zeros[blob] += per_image.sum(axis=0, dtype=np.int64)
         self.images += take
 
 
@@ -110,36 +200,45 @@ class FractionCounter(ZeroCounter):
     """The same counts from a statistics net (pytrim.statsnet): Caffe computes per image and
     channel the fraction of non-zero positions, and only those N x C numbers are read."""
 
-    def __init__(self, net: Any, targets: dict[str, tuple[str, bool]], positions: dict[str, int]) -> None:
+    def __init__(self, net: Any, blobs: list[str], positions: dict[str, int]) -> None:
         from pytrim.statsnet import frac_blob
 
         self.net = net
-        self.blobs = {name: frac_blob(name) for name in targets}
-        self.zeros = {
-            name: np.zeros(net.blobs[blob].data.shape[1], dtype=np.int64) for name, blob in self.blobs.items()
-        }
+        self.fractions = {blob: frac_blob(blob) for blob in blobs}
+        self.zeros = {blob: np.zeros(net.blobs[frac].data.shape[1], np.int64) for blob, frac in self.fractions.items()}
         self.positions = positions
         self.images = 0
 
     def update(self, take: int) -> None:
         from pytrim.statsnet import zeros_from_fractions
 
-        for name, blob in self.blobs.items():
-            self.zeros[name] += zeros_from_fractions(self.net.blobs[blob].data[:take], self.positions[name])
+        for blob, frac in self.fractions.items():
+            self.zeros[blob] += zeros_from_fractions(self.net.blobs[frac].data[:take], self.positions[blob])
         self.images += take
 
 
-def _counter(net_path: Path, weights: Path, targets: dict[str, tuple[str, bool]], device: bool) -> ZeroCounter:
+def _counter(net_path: Path, weights: Path, blobs: list[str], device: bool) -> ZeroCounter:
     """Host counting on the net itself, or device counting on its statistics copy."""
     net = load_net(net_path, weights)
     if not device:
-        return ZeroCounter(net, targets)
+        return ZeroCounter(net, blobs)
     from pytrim.statsnet import write_stats_net
 
-    positions = {name: int(np.prod(net.blobs[blob].data.shape[2:])) for name, (blob, _) in targets.items()}
+    positions = {blob: int(np.prod(net.blobs[blob].data.shape[2:])) for blob in blobs}
+    ndims = {blob: net.blobs[blob].data.ndim for blob in blobs}
     with tempfile.TemporaryDirectory() as tmp:
-        stats_net = load_net(write_stats_net(net_path, targets, Path(tmp) / "stats.prototxt"), weights)
-    return FractionCounter(stats_net, targets, positions)
+        stats_net = load_net(write_stats_net(net_path, ndims, Path(tmp) / "stats.prototxt"), weights)
+    return FractionCounter(stats_net, blobs, positions)
+
+
+def prepare(net_path: str | Path, layers: list[str] | None, tmp: Path) -> tuple[Path, dict[str, Group], dict]:
+    """The prototxt to run (a measuring copy when a ReLU output is overwritten in place), the
+    groups and their measure points."""
+    net_param, graph = net_graph(net_path)
+    groups = collect_targets(graph, layers)
+    measured, renames = measuring_net(net_param, graph)
+    run_path = Path(net_path) if not renames else write_text(measured, tmp / "measuring.prototxt")
+    return run_path, groups, measure_plan(graph, groups, renames)
 
 
 def collect(
@@ -150,33 +249,35 @@ def collect(
     progress: bool = True,
     device_counting: bool | None = None,
 ) -> Stats:
-    """Count zeros per output channel of `layers` (default: every trimmable layer).
+    """Count zeros per channel of the groups of `layers` (default: every trimmable group).
 
     With `device_counting` (the default in GPU mode) Caffe counts inside a statistics copy
-    of the net and only N x C fractions per layer reach the host."""
-    net_param = read_net(net_path)
-    data = data_source(net_param, limit)
-    targets = collect_targets(net_param, layers)
+    of the net and only N x C fractions per blob reach the host."""
+    data = data_source(read_net(net_path), limit)
     device = gpu_device() is not None if device_counting is None else device_counting
-    counter = _counter(Path(net_path), Path(weights), targets, device)
+    with tempfile.TemporaryDirectory(prefix="pytrim-collect-") as tmp:
+        run_path, groups, plan = prepare(net_path, layers, Path(tmp))
+        blobs = list(dict.fromkeys(p.blob for points in plan.values() for p in points))
+        counter = _counter(run_path, Path(weights), blobs, device)
     start = time.monotonic()
     for take in batches(counter.net, data, "APoZ", progress):
         counter.update(take)
-    stats = {
-        name: LayerStats(name, blob, relu, counter.zeros[name], counter.images, counter.positions[name])
-        for name, (blob, relu) in targets.items()
-    }
-    return Stats(
-        layers=stats,
-        weights_sha256=sha256_file(weights),
-        widths={name: int(counter.zeros[name].size) for name in targets},
-        source={"net": str(net_path), "weights": str(weights), "data": str(data.source)},
-        seconds=time.monotonic() - start,
-    )
+    stats = {}
+    for name, points in plan.items():
+        for p in points:
+            p.zeros = counter.zeros[p.blob][p.offset : p.offset + p.length].copy()
+            p.positions = counter.positions[p.blob]
+        group = groups[name]
+        members = group.producers + group.members
+        stats[name] = LayerStats(name, group.width, counter.images, points, members, group.blocks)
+    source = {"net": str(net_path), "weights": str(weights), "data": str(data.source)}
+    return Stats(stats, sha256_file(weights), source, time.monotonic() - start)
 
 
 def save_stats(stats: Stats, path: str | Path) -> Path:
-    """Write statistics to HDF5 (atomically): per layer apoz, zeros, N, M, mean, std."""
+    """Write statistics to HDF5 (atomically): per group its APoZ, mean, std and, per point,
+    the blob and the exact zero counts (layers/<order>/points/<i>; names are attributes,
+    since layer names may hold a '/')."""
     import h5py
 
     with together([path]) as (partial,), h5py.File(partial, "w") as handle:
@@ -184,31 +285,36 @@ def save_stats(stats: Stats, path: str | Path) -> Path:
         handle.attrs["seconds"] = stats.seconds
         for key, value in stats.source.items():
             handle.attrs[f"source_{key}"] = value
-        for order, (name, layer) in enumerate(stats.layers.items()):
-            group = handle.create_group(f"layers/{name}")
+        for order, layer in enumerate(stats.layers.values()):
+            group = handle.create_group(f"layers/{order}")
             group["apoz"] = layer.apoz
-            group["zeros"] = layer.zeros
-            group.attrs.update(blob=layer.blob, relu=layer.relu, N=layer.images, M=layer.positions)
-            group.attrs.update(mean=layer.mean, std=layer.std, width=stats.widths[name], order=order)
+            group.attrs.update(name=layer.layer, width=layer.width, N=layer.images, mean=layer.mean, std=layer.std)
+            group.attrs.update(relu=layer.relu, members=layer.members, blocks=layer.blocks)
+            for i, p in enumerate(layer.points):
+                point = group.create_group(f"points/{i}")
+                point["zeros"] = p.zeros
+                point.attrs.update(
+                    blob=p.blob, offset=p.offset, start=p.start, length=p.length, relu=p.relu, M=p.positions
+                )
     return Path(path)
 
 
 def _read_stats(handle: Any) -> Stats:
-    groups = sorted(handle["layers"].items(), key=lambda item: int(item[1].attrs["order"]))
-    layers = {
-        name: LayerStats(
-            name,
-            str(g.attrs["blob"]),
-            bool(g.attrs["relu"]),
-            np.asarray(g["zeros"], dtype=np.int64),
-            int(g.attrs["N"]),
-            int(g.attrs["M"]),
-        )
-        for name, g in groups
-    }
-    widths = {name: int(g.attrs["width"]) for name, g in groups}
+    layers = {}
+    for order in sorted(handle["layers"], key=int):
+        g = handle["layers"][order]
+        points = []
+        for i in sorted(g["points"], key=int):
+            a = g["points"][i].attrs
+            zeros = np.asarray(g["points"][i]["zeros"], dtype=np.int64)
+            points.append(Point(str(a["blob"]), int(a["offset"]), int(a["start"]), int(a["length"]), bool(a["relu"]),
+                                zeros, int(a["M"])))  # fmt: skip
+        name = str(g.attrs["name"])
+        members = [str(m) for m in g.attrs["members"]]
+        blocks = int(g.attrs["blocks"])
+        layers[name] = LayerStats(name, int(g.attrs["width"]), int(g.attrs["N"]), points, members, blocks)
     source = {k[len("source_") :]: str(v) for k, v in handle.attrs.items() if k.startswith("source_")}
-    return Stats(layers, str(handle.attrs["weights_sha256"]), widths, source, float(handle.attrs["seconds"]))
+    return Stats(layers, str(handle.attrs["weights_sha256"]), source, float(handle.attrs["seconds"]))
 
 
 def load_stats(path: str | Path) -> Stats:
@@ -236,13 +342,15 @@ def check_stats_match(stats: Stats, weights: str | Path) -> None:
 
 
 def table(stats: Stats) -> str:
-    """The paper's table form: mean APoZ per layer."""
-    lines = [f"{'layer':<12} {'width':>6} {'N':>7} {'M':>6} {'mean APoZ':>10} {'std':>8}  note"]
+    """The paper's table form: mean APoZ per group."""
+    lines = [f"{'layer':<20} {'width':>6} {'N':>7} {'M':>6} {'mean APoZ':>10} {'std':>8}  note"]
     for name, layer in stats.layers.items():
         note = "" if layer.relu else "no ReLU: outputs <= 0 counted"
+        if len(layer.points) > 1:
+            note = f"mean over {len(layer.points)} outputs ({', '.join(p.blob for p in layer.points)}) {note}"
         lines.append(
-            f"{name:<12} {stats.widths[name]:>6} {layer.images:>7} {layer.positions:>6} "
-            f"{layer.mean:>9.2%} {layer.std:>8.4f}  {note}"
+            f"{name:<20} {layer.width:>6} {layer.images:>7} {layer.positions:>6} "
+            f"{layer.mean:>9.2%} {layer.std:>8.4f}  {note.strip()}"
         )
     return "\n".join(lines)
 
@@ -267,39 +375,66 @@ def histograms(stats: Stats, out_dir: str | Path) -> list[Path]:
         )
         ax.legend(fontsize=8)
         fig.tight_layout()
-        with together([out_dir / f"apoz_{name}.png"]) as (partial,):
+        path = out_dir / f"apoz_{name.replace('/', '_')}.png"
+        with together([path]) as (partial,):
             fig.savefig(partial, dpi=90, format="png")
         plt.close(fig)
-        written.append(out_dir / f"apoz_{name}.png")
+        written.append(path)
     return written
 
 
 class ExtraSums:
     """What the other criteria read, summed over images in the same pass as the zero counts:
-    per output channel the post-ReLU sum and the per-image |mean over positions of
-    activation x gradient|; per input (channel of a convolution, flattened neuron of an
-    InnerProduct) the sum of mean |x| (for an in-place ReLU the blob's diff is the gradient
-    before the ReLU, whose product with the post-ReLU activation is the same)."""
+    per channel of each measured blob the post-ReLU sum and the per-image |mean over
+    positions of activation x gradient| (for an in-place ReLU the blob's diff is the gradient
+    before the ReLU, whose product with the post-ReLU activation is the same); per input of
+    each named layer (channel of a convolution, flattened input of an InnerProduct) the sum
+    of mean |x|."""
 
-    def __init__(self, net_param: Any, targets: dict[str, tuple[str, bool]], taylor: bool) -> None:
-        self.blobs = {name: blob for name, (blob, _) in targets.items()}
-        self.bottoms = {name: layer_by_name(net_param, name).bottom[0] for name in targets}
-        self.conv = {name: layer_by_name(net_param, name).type == "Convolution" for name in targets}
-        self.taylor = taylor
-        self.sums: dict[str, Any] = {name: 0.0 for name in targets}
-        self.products: dict[str, Any] = {name: 0.0 for name in targets}
-        self.inputs: dict[str, Any] = {name: 0.0 for name in targets}
+    def __init__(self, net: Any, blobs: list[str], bottoms: dict[str, tuple[str, bool]], taylor: bool) -> None:
+        self.net, self.blobs, self.bottoms, self.taylor = net, blobs, bottoms, taylor
+        self.sums: dict[str, Any] = dict.fromkeys(blobs, 0.0)
+        self.products: dict[str, Any] = dict.fromkeys(blobs, 0.0)
+        self.inputs: dict[str, Any] = dict.fromkeys(bottoms, 0.0)
 
-    def update(self, net: Any, take: int) -> None:
-        for name, blob in self.blobs.items():
-            data = net.blobs[blob].data[:take].reshape(take, net.blobs[blob].data.shape[1], -1)
-            self.sums[name] = self.sums[name] + np.maximum(data, 0).sum(axis=(0, 2))
+    def update(self, take: int) -> None:
+        for blob in self.blobs:
+            data = self.net.blobs[blob].data[:take].reshape(take, self.net.blobs[blob].data.shape[1], -1)
+            self.sums[blob] = self.sums[blob] + np.maximum(data, 0).sum(axis=(0, 2))
             if self.taylor:
-                grad = net.blobs[blob].diff[:take].reshape(data.shape)
-                self.products[name] = self.products[name] + np.abs((data * grad).mean(axis=2)).sum(axis=0)
-            x = np.abs(net.blobs[self.bottoms[name]].data[:take])
-            per_input = x.reshape(take, x.shape[1], -1).mean(axis=2) if self.conv[name] else x.reshape(take, -1)
-            self.inputs[name] = self.inputs[name] + per_input.sum(axis=0)
+                grad = self.net.blobs[blob].diff[:take].reshape(data.shape)
+                self.products[blob] = self.products[blob] + np.abs((data * grad).mean(axis=2)).sum(axis=0)
+        for layer, (bottom, conv) in self.bottoms.items():
+            x = np.abs(self.net.blobs[bottom].data[:take])
+            per_input = x.reshape(take, x.shape[1], -1).mean(axis=2) if conv else x.reshape(take, -1)
+            self.inputs[layer] = self.inputs[layer] + per_input.sum(axis=0)
+
+
+def group_sums(points: list[Point], counter: ZeroCounter, extra: ExtraSums, width: int) -> dict[str, np.ndarray]:
+    """A group's zero counts, activation sums and Taylor sums per image and position (mean over
+    the points that carry each channel), as one point with M = 1 would have them."""
+    out = {key: np.zeros(width) for key in ("zeros", "sums", "taylor")}
+    count = np.zeros(width)
+    for p in points:
+        part = slice(p.start, p.start + p.length)
+        here = slice(p.offset, p.offset + p.length)
+        m = counter.positions[p.blob]
+        out["zeros"][part] += counter.zeros[p.blob][here] / m
+        out["sums"][part] += np.asarray(extra.sums[p.blob])[here] / m
+        out["taylor"][part] += np.asarray(extra.products[p.blob])[here] if extra.taylor else 0.0
+        count[part] += 1
+    return {key: value / np.maximum(count, 1) for key, value in out.items()}
+
+
+def producer_l1(net: Any, graph: Graph, group: Group) -> np.ndarray:
+    """Per channel of a group, the L1 norm of its filters summed over the group's producers."""
+    total = np.zeros(group.width)
+    for use in graph.uses:
+        if use.kind == "producer" and graph.root(use.layout.segments[0].group) == group.id:
+            weights = net.params[use.layer][0].data
+            axis = use.params[0][1]
+            total += np.abs(np.moveaxis(weights, axis, 0).reshape(group.width, -1)).sum(axis=1)
+    return total
 
 
 def collect_layer_data(
@@ -311,33 +446,48 @@ def collect_layer_data(
     masks: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Everything the pruning criteria read (pytrim.criteria.LayerData), per layer, from one
-    pass (and a backward pass per batch for `taylor`); `masks` (layer -> bool array of the
-    weight's shape) are applied to the weights first."""
+    pass (and a backward pass per batch for `taylor`): the statistics of the layer's channel
+    group (none for a layer that cannot be trimmed, e.g. the classifier), its weights and the
+    mean |x| of its inputs. `masks` (layer -> bool array of the weight's shape) are applied
+    to the weights first."""
     from pytrim.criteria import LayerData
+    from pytrim.cut import group_of
+    from pytrim.errors import UnsupportedTopology
 
-    net_param = read_net(net_path)
+    net_param, graph = net_graph(net_path)
     data = data_source(net_param, limit)
-    targets = collect_targets(net_param, layers)
+    groups = {}
+    for name in layers:
+        try:
+            groups[name] = group_of(graph, name)
+        except UnsupportedTopology:
+            pass
+    plan = measure_plan(graph, groups, {})
+    blobs = list(dict.fromkeys(p.blob for points in plan.values() for p in points))
+    types = {layer.name: layer for layer in layers_in_phase(net_param, "TEST")}
+    bottoms = {name: (types[name].bottom[0], types[name].type == "Convolution") for name in layers}
     net = load_net(net_path, weights)
     for name, mask in (masks or {}).items():
         net.params[name][0].data[...] *= mask
-    counter, extra = ZeroCounter(net, targets), ExtraSums(net_param, targets, taylor)
+    counter, extra = ZeroCounter(net, blobs), ExtraSums(net, blobs, bottoms, taylor)
     for take in batches(net, data, "statistics", progress=False):
         if taylor:
             net.backward()
         counter.update(take)
-        extra.update(net, take)
+        extra.update(take)
     result = {}
-    for name in targets:
+    for name in layers:
         params = net.params[name]
+        sums = group_sums(plan[name], counter, extra, groups[name].width) if name in groups else {}
         result[name] = LayerData(
             weights=params[0].data.copy(),
             bias=params[1].data.copy() if len(params) > 1 else None,
-            zeros=counter.zeros[name],
-            positions=counter.positions[name],
+            zeros=sums.get("zeros"),
+            positions=1,
             images=counter.images,
-            activation_sum=np.asarray(extra.sums[name]),
-            taylor=np.asarray(extra.products[name]) if taylor else None,
+            activation_sum=sums.get("sums"),
+            taylor=sums.get("taylor") if taylor else None,
             input_abs_mean=np.asarray(extra.inputs[name]) / counter.images,
+            l1=producer_l1(net, graph, groups[name]) if name in groups else None,
         )
     return result

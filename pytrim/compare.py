@@ -24,11 +24,11 @@ import numpy as np
 
 from pytrim.caffemodel import Caffemodel
 from pytrim.choose import Rule, Selection, choose
-from pytrim.collect import collect_layer_data
+from pytrim.collect import collect_layer_data, net_graph
 from pytrim.criteria import CONNECTION, UNIT, expand_mask, magnitude_mask, relief_masks, unit_scores
-from pytrim.cut import cut
+from pytrim.cut import cut, trimmable
 from pytrim.files import write_atomic, write_json
-from pytrim.graph import trim_site, trimmable_layers
+from pytrim.graph import consumers
 from pytrim.measure import flops
 from pytrim.netcheck import load_net
 from pytrim.protoutil import read_net
@@ -96,16 +96,16 @@ def relief(spec: NetSpec, settings: Settings, folder: Path, log) -> tuple[Path, 
         masks[name] = expand_mask(relief_masks(data, alpha), data.weights.shape)
         log(f"  relief {name}: keeps {masks[name].mean():.1%} of its connections (alpha {alpha})")
     # Orphans: no incoming or outgoing connection left, or an output that is always zero.
-    final = collect_layer_data(
-        spec.net, spec.weights, trimmable_layers(net_param), limit=settings.stats_images, masks=masks
-    )
+    _, graph = net_graph(spec.net)
+    groups = trimmable(graph)
+    final = collect_layer_data(spec.net, spec.weights, list(groups), limit=settings.stats_images, masks=masks)
     selections = {}
-    for name in trimmable_layers(net_param):
+    for name, group in groups.items():
         width = masks[name].shape[0]
         incoming = masks[name].reshape(width, -1).any(axis=1)
         outgoing = np.ones(width, dtype=bool)
-        for consumer in trim_site(net_param, name).consumers:
-            mask = masks[consumer.layer]  # conv [out, width, kh, kw]; fc [out, width * H*W], channel-major
+        for use in consumers(graph, group):
+            mask = masks[use.layer]  # conv [out, width, kh, kw]; fc [out, width * H*W], channel-major
             outgoing &= mask.reshape(mask.shape[0], width, -1).any(axis=(0, 2))
         alive = incoming & outgoing & (final[name].zeros < final[name].images * final[name].positions)
         if not alive.all():
@@ -149,8 +149,7 @@ def run_net(spec: NetSpec, criteria: list[str], settings: Settings, out: Path, l
         }
     ]
     log(f"{spec.name}: baseline {base_params:,} parameters, top-1 {base_acc['top1']:.2%}")
-    net_param = read_net(spec.net)
-    unit_layers = trimmable_layers(net_param)
+    unit_layers = list(trimmable(net_graph(spec.net)[1]))
     stats = None
     if any(c in UNIT for c in criteria):
         stats = collect_layer_data(spec.net, spec.weights, unit_layers, limit=settings.stats_images, taylor=True)

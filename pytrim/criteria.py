@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pytrim.errors import BadInput
+
 UNIT = ("apoz", "mean_activation", "l1", "taylor", "random")
 CONNECTION = ("magnitude", "relief")
 
@@ -41,24 +43,31 @@ class LayerData:
     activation_sum: np.ndarray | None = None  # per output channel: sum of post-ReLU outputs
     taylor: np.ndarray | None = None  # per output channel: sum over images of |mean_m(a*g)|
     input_abs_mean: np.ndarray | None = None  # per input channel i: mean over samples/positions of |x_i|
+    l1: np.ndarray | None = None  # per output channel: filter L1 norm summed over its group's producers
+
+    @property
+    def width(self) -> int:
+        return int(self.zeros.size) if self.zeros is not None else int(self.weights.shape[0])
 
 
 def unit_scores(criterion: str, layer: LayerData, seed: int = 0) -> np.ndarray:
-    """Prunability of each output channel/neuron of a layer (higher = removed first)."""
-    out = layer.weights.shape[0]
+    """Prunability of each output channel/neuron of a layer (higher = removed first). For a
+    group of coupled layers the statistics are the group's (pytrim.collect.group_sums) and
+    L1 is summed over its producers."""
+    out = layer.width
     if criterion == "apoz":
         return layer.zeros / float(layer.images * layer.positions)
     if criterion == "mean_activation":
         return -(layer.activation_sum / float(layer.images * layer.positions))
     if criterion == "l1":
-        return -np.abs(layer.weights.reshape(out, -1)).sum(axis=1)
+        return -(layer.l1 if layer.l1 is not None else np.abs(layer.weights.reshape(out, -1)).sum(axis=1))
     if criterion == "taylor":
         raw = layer.taylor / float(layer.images)
         norm = np.linalg.norm(raw)
         return -(raw / norm if norm > 0 else raw)
     if criterion == "random":
         return np.random.default_rng(seed).random(out)
-    raise ValueError(f"unknown unit criterion {criterion!r} (one of {', '.join(UNIT)})")
+    raise BadInput(f"unknown unit criterion {criterion!r} (one of {', '.join(UNIT)})")
 
 
 def magnitude_mask(weights: np.ndarray, quality: float) -> np.ndarray:

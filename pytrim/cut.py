@@ -1,17 +1,16 @@
-"""Cut the chosen neurons out of a net: new prototxts and a new caffemodel (caffe_pb2 + numpy).
+"""Cut chosen channels out of a net: a recipe (the cut as data), then new prototxts and a new
+caffemodel that follow it.
 
-For each trimmed layer the rows of its weights and its bias entries of removed neurons go,
-and every consumer loses the matching inputs: input channels of a Convolution; for an
-InnerProduct the weight is seen as [out, C, H*W] (Caffe flattens channel-major, index
-c*H*W + h*W + w), sliced on C and flattened back; for fc->fc H*W = 1. H*W is the consumer's
-input size divided by C, checked to divide exactly. Only `num_output` of trimmed layers
-changes in the prototxts. Everything is checked before anything is written, and files are
-written under temporary names and renamed.
+A recipe says, per layer, how its settings change (num_output; a depthwise convolution's
+group; a Slice's points) and, per parameter blob, which indices it keeps along which axis.
+It is computed from the channel-dependency graph (pytrim.graph) and the selections (which
+channels of each group stay), checked in full before anything is written, saved beside the
+result (recipe.json) and applied by `apply_ops`. Files appear together or not at all.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,34 @@ import numpy as np
 
 from pytrim.caffemodel import Caffemodel
 from pytrim.choose import Selection
-from pytrim.errors import BadInput, ModelMismatch, UnsupportedTopology
-from pytrim.files import together
-from pytrim.graph import trim_site
-from pytrim.netcheck import check_weights, probe
+from pytrim.errors import BadInput, UnsupportedTopology
+from pytrim.files import together, write_json
+from pytrim.graph import Graph, Group, Layout, Use, build_graph
+from pytrim.netcheck import NetShapes, check_weights, probe
 from pytrim.protoutil import read_net, write_text
+
+
+@dataclass
+class Op:
+    """Keep indices `keep` along `axis` of a parameter blob. With `spatial` > 1 the axis holds
+    channels x spatial elements (an InnerProduct after a flatten) and `keep` names channels;
+    with `groups` > 1 it is a grouped convolution's input axis and `keep` holds, block after
+    block, the kept indices local to each block."""
+
+    axis: int
+    keep: list[int]
+    spatial: int = 1
+    groups: int = 1
+
+
+@dataclass
+class LayerCut:
+    """What a cut does to one layer."""
+
+    num_output: int | None = None
+    group: int | None = None
+    slice_point: list[int] | None = None
+    blobs: dict[int, list[Op]] = field(default_factory=dict)
 
 
 @dataclass
@@ -36,26 +58,172 @@ class CutResult:
     widths_after: dict[str, int]
     params_before: int
     params_after: int
+    recipe: dict[str, LayerCut]
+    inexact: dict[str, list[str]] = field(default_factory=dict)
 
 
-def weight_matrix(array: np.ndarray, layer_type: str) -> np.ndarray:
-    """Weights as [out, in, ...]: conv [out, in, kh, kw]; InnerProduct [out, in] (legacy 4-d too)."""
-    if layer_type == "InnerProduct" and array.ndim != 2:
-        array = array.reshape(array.shape[-2], array.shape[-1])
-    return array
+def apply_op(array: np.ndarray, op: Op) -> np.ndarray:
+    """One Op on one array."""
+    keep = np.asarray(op.keep, dtype=np.int64)
+    if op.groups > 1:
+        blocks = np.split(array, op.groups, axis=0)
+        per = len(keep) // op.groups
+        return np.concatenate([np.take(b, keep[i * per : (i + 1) * per], axis=1) for i, b in enumerate(blocks)], axis=0)
+    if op.spatial > 1:
+        shape = array.shape
+        split = (*shape[: op.axis], shape[op.axis] // op.spatial, op.spatial, *shape[op.axis + 1 :])
+        kept = np.take(array.reshape(split), keep, axis=op.axis)
+        return kept.reshape(*shape[: op.axis], len(keep) * op.spatial, *shape[op.axis + 1 :])
+    return np.take(array, keep, axis=op.axis)
 
 
-def check_static(nets: list[str | Path], model: Caffemodel) -> None:
-    """Every prototxt builds in Caffe and the caffemodel fits it, blob by blob (checked
-    before any array is computed: Caffe would abort on a mismatch later)."""
-    for path in nets:
-        check_weights(probe(path), model, str(path))
+def apply_ops(arrays: list[np.ndarray], cut: LayerCut) -> list[np.ndarray]:
+    out = list(arrays)
+    for index, ops in cut.blobs.items():
+        for op in ops:
+            out[index] = apply_op(out[index], op)
+    return out
 
 
-def count_params(weights: str | Path) -> int:
-    """Number of learned parameters stored in a caffemodel."""
-    with Caffemodel(weights) as model:
-        return model.params()
+# --- from selections to a recipe ------------------------------------------------------------
+
+
+def selection_of(graph: Graph, selections: dict[str, Selection]) -> dict[int, np.ndarray]:
+    """group id -> sorted kept channels, checked against the group (width, blocks, not empty)."""
+    kept: dict[int, np.ndarray] = {}
+    for name, selection in selections.items():
+        group = group_of(graph, name)
+        if group.id in kept:
+            raise BadInput(f"two selections name the same channel group ({group.name}): {name!r}")
+        check_selection(group, name, selection)
+        kept[group.id] = np.asarray(selection.keep, dtype=np.int64)
+    return kept
+
+
+def group_of(graph: Graph, layer: str) -> Group:
+    """The group a layer's output channels belong to, refused with its reasons if fixed."""
+    for use in graph.uses:
+        if use.layer == layer and use.kind in ("producer", "member", "depthwise"):
+            group = graph.group(use.layout.segments[0].group)
+            if group.fixed:
+                raise UnsupportedTopology(f"layer {layer!r} cannot be trimmed: {'; '.join(group.fixed)}")
+            return group
+    raise UnsupportedTopology(f"the net has no layer {layer!r} with channels to trim")
+
+
+def check_selection(group: Group, name: str, selection: Selection) -> None:
+    keep = np.asarray(selection.keep)
+    if selection.width != group.width:
+        raise BadInput(f"selection for {name!r} is for {selection.width} channels, its group has {group.width}")
+    if keep.size == 0:
+        raise BadInput(f"selection would empty layer {name!r}")
+    if keep.min() < 0 or keep.max() >= group.width or np.unique(keep).size != keep.size:
+        raise BadInput(f"selection for {name!r} has invalid or repeated indices")
+    if group.blocks > 1:
+        counts = np.bincount(keep // (group.width // group.blocks), minlength=group.blocks)
+        if len(set(counts.tolist())) != 1 or counts.min() == 0:
+            raise BadInput(
+                f"selection for {name!r} keeps {counts.tolist()} channels of its {group.blocks} blocks: a grouped "
+                "convolution needs the same number from every block (and at least one)"
+            )
+
+
+def positions(graph: Graph, layout: Layout, kept: dict[int, np.ndarray]) -> np.ndarray | None:
+    """Kept positions along a blob's channel axis, or None when no group of it is cut."""
+    if not any(graph.root(s.group) in kept for s in layout.segments):
+        return None
+    out, offset = [], 0
+    for s in layout.segments:
+        channels = kept.get(graph.root(s.group), np.arange(graph.group(s.group).width))
+        inside = channels[(channels >= s.start) & (channels < s.start + s.length)]
+        out.append(inside - s.start + offset)
+        offset += s.length
+    return np.concatenate(out)
+
+
+def layer_cut(graph: Graph, use: Use, keep: np.ndarray, cut: LayerCut) -> None:
+    """Add what one use of a layer does to its cut."""
+    if use.kind == "producer":
+        cut.num_output = int(keep.size)
+    if use.kind == "depthwise":
+        cut.num_output = cut.group = int(keep.size)
+    if use.kind == "slice":
+        starts = _starts(use.points)
+        lengths = [int(np.count_nonzero((keep >= a) & (keep < a + n))) for a, n in zip(starts, use.points, strict=True)]
+        cut.slice_point = list(np.cumsum(lengths[:-1]).tolist())
+        return
+    for blob, axis in use.params:
+        if use.groups > 1:
+            per = graph.group(use.layout.segments[0].group).width // use.groups
+            local = [int(k - b * per) for b in range(use.groups) for k in keep if b * per <= k < (b + 1) * per]
+            op = Op(axis, local, groups=use.groups)
+        else:
+            op = Op(axis, keep.tolist(), spatial=use.layout.spatial)
+        cut.blobs.setdefault(blob, []).append(op)
+
+
+def _starts(lengths: list[int]) -> list[int]:
+    return [int(x) for x in np.concatenate([[0], np.cumsum(lengths)[:-1]])]
+
+
+def recipe(graph: Graph, selections: dict[str, Selection]) -> dict[str, LayerCut]:
+    """Per layer, what the selections do to it (layers they do not touch are left out)."""
+    kept = selection_of(graph, selections)
+    cuts: dict[str, LayerCut] = {}
+    for use in graph.uses:
+        keep = positions(graph, use.layout, kept)
+        if keep is None:
+            continue
+        layer_cut(graph, use, keep, cuts.setdefault(use.layer, LayerCut()))
+    # A parameter blob whose shape comes from both ends (a producer that also consumes) gets
+    # its output rows cut first: ops apply in the order of the uses (consumer, then producer).
+    for cut in cuts.values():
+        for ops in cut.blobs.values():
+            ops.sort(key=lambda op: op.axis != 0)
+    return cuts
+
+
+def recipe_json(cuts: dict[str, LayerCut]) -> dict[str, Any]:
+    return {name: asdict(cut) for name, cut in cuts.items()}
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+def edit_net(net: Any, cuts: dict[str, LayerCut]) -> Any:
+    """The prototxt with the recipe's settings (every phase's copy of a layer is changed)."""
+    for layer in net.layer:
+        cut = cuts.get(layer.name)
+        if cut is None:
+            continue
+        spec = layer.inner_product_param if layer.type == "InnerProduct" else layer.convolution_param
+        if cut.num_output is not None:
+            spec.num_output = cut.num_output
+        if cut.group is not None:
+            spec.group = cut.group
+        if cut.slice_point is not None:
+            del layer.slice_param.slice_point[:]
+            layer.slice_param.slice_point.extend(cut.slice_point)
+    return net
+
+
+def new_blobs(model: Caffemodel, shapes: NetShapes, cuts: dict[str, LayerCut]) -> dict[str, list[np.ndarray]]:
+    """The cut layers' new parameter arrays (each blob first given the net's own shape: old
+    caffemodels store 4-d legacy shapes)."""
+    result = {}
+    for name, cut in cuts.items():
+        if name not in model.layers:
+            continue
+        arrays = [a.reshape(s) for a, s in zip(model.arrays(name), shapes.params[name], strict=True)]
+        result[name] = apply_ops(arrays, cut)
+    return result
+
+
+def same_cuts(a: dict[str, LayerCut], b: dict[str, LayerCut], where: str) -> None:
+    """Two prototxts of one net (train_val, deploy) must cut the shared layers alike."""
+    for name in set(a) & set(b):
+        if a[name].blobs != b[name].blobs or a[name].num_output != b[name].num_output:
+            raise UnsupportedTopology(f"{where}: layer {name!r} would be cut differently than in the first prototxt")
 
 
 def cut(
@@ -64,96 +232,78 @@ def cut(
     selections: dict[str, Selection],
     out_nets: list[str | Path],
     out_weights: str | Path,
+    allow_inexact: bool = False,
 ) -> CutResult:
-    """Remove the neurons of `selections` from the prototxts `nets` and the caffemodel `weights`.
-
-    The first prototxt (train_val) gives the topology; every prototxt is checked too.
-    """
+    """Remove the channels `selections` leave out from the prototxts `nets` (train_val first)
+    and the caffemodel `weights`; write `out_nets`, `out_weights` and recipe.json beside them."""
     if len(nets) != len(out_nets):
         raise BadInput("one output path per prototxt is needed")
     params = [read_net(path) for path in nets]
+    shapes = [probe(path) for path in nets]
+    graphs = [build_graph(p, s.blobs, allow_inexact=allow_inexact) for p, s in zip(params, shapes, strict=True)]
+    cuts = [recipe(graph, selections) for graph in graphs]
+    for path, other in zip(nets[1:], cuts[1:], strict=True):
+        same_cuts(cuts[0], other, str(path))
     with Caffemodel(weights) as model:
         if model.v1:
             raise BadInput(f"{weights} is in the old V1 format: upgrade it first (tools accept it and upgrade it)")
-        return _cut(nets, params, model, selections, [Path(p) for p in out_nets], Path(out_weights))
+        for path, shape in zip(nets, shapes, strict=True):
+            check_weights(shape, model, str(path))
+        blobs = new_blobs(model, shapes[0], cuts[0])
+        params_before = model.params()
+        replaced = sum(b.data.size for name in blobs for b in model.layers[name].blobs)
+        params_after = params_before - replaced + sum(a.size for arrays in blobs.values() for a in arrays)
+        recipe_file = Path(out_weights).with_name("recipe.json")
+        with together([*out_nets, out_weights]) as partials:
+            for net, cuts_, partial in zip(params, cuts, partials, strict=False):
+                write_text(edit_net(net, cuts_), partial)
+            model.write(partials[-1], blobs)
+        write_json(recipe_file, recipe_json(cuts[0]))
+    return summarize(graphs[0], selections, cuts[0], [Path(p) for p in out_nets], Path(out_weights),
+                     (params_before, params_after))  # fmt: skip
 
 
-def _cut(
-    nets: list[str | Path],
-    params: list[Any],
-    model: Caffemodel,
+def summarize(
+    graph: Graph,
     selections: dict[str, Selection],
-    out_nets: list[Path],
-    out_weights: Path,
+    cuts: dict[str, LayerCut],
+    nets: list[Path],
+    weights: Path,
+    params: tuple[int, int],
 ) -> CutResult:
-    check_static(nets, model)
-
-    # Topology: producers, their consumers; refuse what cannot be followed, in every prototxt.
-    sites = {}
-    for name, selection in selections.items():
-        for path, net in zip(nets, params, strict=True):
-            try:
-                site = trim_site(net, name)
-            except UnsupportedTopology as exc:
-                raise UnsupportedTopology(f"{path}: {exc}") from None
-            if net is params[0]:
-                sites[name] = site
-        site = sites[name]
-        if selection.width != site.width:
-            raise BadInput(f"selection for {name!r} is for {selection.width} neurons, the layer has {site.width}")
-        keep = selection.keep
-        if keep.size == 0:
-            raise BadInput(f"selection would empty layer {name!r}")
-        if keep.min() < 0 or keep.max() >= site.width or np.unique(keep).size != keep.size:
-            raise BadInput(f"selection for {name!r} has invalid or repeated indices")
-    consumer_of = {c.layer: name for name, site in sites.items() for c in site.consumers}
-    types = {layer.name: layer.type for layer in params[0].layer}
-
-    # New weights, computed in full before anything is written.
-    new_blobs: dict[str, list[np.ndarray]] = {}
-    for name in sorted(set(sites) | set(consumer_of), key=list(types).index):
-        arrays = model.arrays(name)
-        w = weight_matrix(arrays[0], types[name])
-        rest = [b.reshape(-1) for b in arrays[1:]]  # biases, 1-d (legacy files store them 4-d)
-        if name in sites:  # output rows
-            keep = selections[name].keep
-            w = w[keep]
-            rest = [b[keep] if b.size == sites[name].width else b for b in rest]
-        if name in consumer_of:  # input columns
-            producer = consumer_of[name]
-            keep_in, width_in = selections[producer].keep, sites[producer].width
-            if types[name] == "Convolution":
-                if w.shape[1] != width_in:
-                    raise ModelMismatch(f"{name}: {w.shape[1]} input channels, but {producer!r} has {width_in}")
-                w = w[:, keep_in]
-            else:
-                inputs = w.shape[1]
-                if inputs % width_in:
-                    raise ModelMismatch(
-                        f"{name}: {inputs} inputs is not a multiple of {producer!r}'s {width_in} channels"
-                    )
-                spatial = inputs // width_in
-                w = w.reshape(w.shape[0], width_in, spatial)[:, keep_in, :].reshape(w.shape[0], -1)
-        new_blobs[name] = [w, *rest]
-
-    widths_before = {name: site.width for name, site in sites.items()}
-    params_before = model.params()
-    replaced = sum(blob.data.size for name in new_blobs for blob in model.layers[name].blobs)
-    params_after = params_before - replaced + sum(a.size for arrays in new_blobs.values() for a in arrays)
-    for net in params:
-        for layer in net.layer:
-            if layer.name in sites:
-                field = layer.convolution_param if layer.type == "Convolution" else layer.inner_product_param
-                field.num_output = len(selections[layer.name].keep)
-    with together([*out_nets, out_weights]) as partials:
-        for net, partial in zip(params, partials[:-1], strict=True):
-            write_text(net, partial)
-        model.write(partials[-1], new_blobs)
+    groups = {name: group_of(graph, name) for name in selections}
     return CutResult(
-        nets=out_nets,
-        weights=Path(out_weights),
-        widths_before=widths_before,
-        widths_after={name: len(selections[name].keep) for name in sites},
-        params_before=params_before,
-        params_after=params_after,
+        nets=nets,
+        weights=weights,
+        widths_before={name: g.width for name, g in groups.items()},
+        widths_after={name: len(selections[name].keep) for name in selections},
+        params_before=params[0],
+        params_after=params[1],
+        recipe=cuts,
+        inexact={name: g.inexact for name, g in groups.items() if g.inexact},
     )
+
+
+def count_params(weights: str | Path) -> int:
+    """Number of learned parameters stored in a caffemodel."""
+    with Caffemodel(weights) as model:
+        return model.params()
+
+
+def trimmable(graph: Graph) -> dict[str, Group]:
+    """Trimmable groups by name (their first producer)."""
+    return {group.name: group for group in graph.groups() if group.trimmable}
+
+
+def coverage(graph: Graph, net: Any) -> dict[str, Any]:
+    """Which Convolution/InnerProduct layers can be trimmed (as producers or members of a
+    trimmable group), and why the others cannot."""
+    layers = [layer.name for layer in net.layer if layer.type in ("Convolution", "InnerProduct", "Deconvolution")]
+    layers = list(dict.fromkeys(layers))
+    refused: dict[str, str] = {}
+    for name in layers:
+        try:
+            group_of(graph, name)
+        except UnsupportedTopology as exc:
+            refused[name] = str(exc).split(": ", 1)[-1]
+    return {"conv_ip_layers": len(layers), "trimmable": len(layers) - len(refused), "refused": refused}

@@ -167,7 +167,8 @@ def scores(run: Run, it: Iteration) -> dict[str, np.ndarray]:
     """Per-neuron prunability of the plan's criterion: APoZ from the statistics, or another
     unit criterion scored in a child process (tools/score.py)."""
     if it.plan.criterion == "apoz":
-        return {name: layer.apoz for name, layer in load_stats(it.folder / "stats.h5").layers.items()}
+        stats = load_stats(it.folder / "stats.h5")
+        return {name: stats.find(name).apoz for name in it.plan.layers}
     out = it.folder / "scores.npz"
     args = ["--net", str(it.source.net), "--weights", str(it.source.weights), "--criterion", it.plan.criterion]
     args += ["--layers", ",".join(it.plan.layers), "--out", str(out)]
@@ -182,11 +183,12 @@ def select_step(run: Run, it: Iteration) -> dict[str, Any]:
 
     def select() -> dict[str, Any]:
         scored = scores(run, it)
-        missing = [layer for layer in it.plan.layers if layer not in scored]
-        if missing:
-            raise BadInput(f"iteration {it.number}: no statistics for layer {missing[0]!r} (not trimmable?)")
-        chosen = [choose(layer, scored[layer], it.plan.rule_for(layer)).to_json() for layer in it.plan.layers]
-        sha = load_stats(it.folder / "stats.h5").weights_sha256
+        stats = load_stats(it.folder / "stats.h5")
+        chosen = [
+            choose(layer, scored[layer], it.plan.rule_for(layer), stats.find(layer).blocks).to_json()
+            for layer in it.plan.layers
+        ]
+        sha = stats.weights_sha256
         write_json(it.folder / "selection.json", {"weights_sha256": sha, "layers": chosen})
         return {c["layer"]: {"width": c["width"], "kept": c["kept"]} for c in chosen}
 

@@ -30,41 +30,38 @@ from pytrim.train import caffe_env
 PREFIX_NZ, PREFIX_FRAC = "pytrim_nz_", "pytrim_frac_"
 
 
-def frac_blob(layer: str) -> str:
-    return PREFIX_FRAC + layer
+def frac_blob(blob: str) -> str:
+    return PREFIX_FRAC + blob.replace("/", "_")
 
 
-def stats_net(net_param: Any, targets: dict[str, tuple[str, bool]]) -> Any:
-    """A copy of `net_param` with Threshold(0) + global AVE Pooling after each target blob."""
+def _extra(net: Any, name: str, kind: str, bottom: str, top: str) -> Any:
+    layer = type(net.layer[0])()
+    layer.name, layer.type = name, kind
+    layer.bottom.append(bottom)
+    layer.top.append(top)
+    return layer
+
+
+def stats_net(net_param: Any, blobs: dict[str, int]) -> Any:
+    """A copy of `net_param` with Threshold(0) + global AVE Pooling after each measured blob
+    (`blobs`: blob -> its number of axes; a 2-d blob needs no pooling)."""
     net = copy.deepcopy(net_param)
-    inserts = []
-    for layer_name, (blob, _) in targets.items():
+    for blob, ndim in blobs.items():
         writers = [i for i, layer in enumerate(net.layer) if blob in layer.top]
         if not writers:
             raise ValueError(f"no layer writes blob {blob!r}")
-        inserts.append((writers[-1], layer_name, blob))
-    types = {layer.name: layer.type for layer in net.layer}
-    for index, layer_name, blob in sorted(inserts, reverse=True):
-        # An InnerProduct output is (N, C): the thresholded blob is already the fraction.
-        flat = types.get(layer_name) == "InnerProduct"
-        threshold = type(net.layer[0])()
-        threshold.name = PREFIX_NZ + layer_name
-        threshold.type = "Threshold"
-        threshold.bottom.append(blob)
-        threshold.top.append(frac_blob(layer_name) if flat else PREFIX_NZ + layer_name)
+        nonzero = PREFIX_NZ + blob.replace("/", "_")
+        threshold = _extra(net, nonzero, "Threshold", blob, frac_blob(blob) if ndim <= 2 else nonzero)
         threshold.threshold_param.threshold = 0.0
         extras = [threshold]
-        if not flat:
-            pooling = type(net.layer[0])()
-            pooling.name = frac_blob(layer_name)
-            pooling.type = "Pooling"
-            pooling.bottom.append(PREFIX_NZ + layer_name)
-            pooling.top.append(frac_blob(layer_name))
+        if ndim > 2:
+            pooling = _extra(net, frac_blob(blob), "Pooling", nonzero, frac_blob(blob))
             pooling.pooling_param.pool = pooling.pooling_param.AVE
             pooling.pooling_param.global_pooling = True
             extras.append(pooling)
+        last = writers[-1]
         for offset, extra in enumerate(extras, 1):
-            net.layer.insert(index + offset, extra)
+            net.layer.insert(last + offset, extra)
     return net
 
 
@@ -74,8 +71,8 @@ def zeros_from_fractions(fractions: np.ndarray, positions: int) -> np.ndarray:
     return np.rint(positions * (1.0 - fractions)).astype(np.int64).sum(axis=0)
 
 
-def write_stats_net(net_path: str | Path, targets: dict[str, tuple[str, bool]], out: str | Path) -> Path:
-    return write_text(stats_net(read_net(net_path), targets), out)
+def write_stats_net(net_path: str | Path, blobs: dict[str, int], out: str | Path) -> Path:
+    return write_text(stats_net(read_net(net_path), blobs), out)
 
 
 FINAL_RE = re.compile(r"\] (pytrim_frac_\S+) = (\S+)")

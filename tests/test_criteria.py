@@ -105,10 +105,11 @@ def test_relief_conv_kernels_and_mask_expansion() -> None:
 def test_layer_data_matches_brute_force(caffe, small_net: dict[str, Path]) -> None:
     data = collect_layer_data(small_net["net"], small_net["weights"], ["conv2", "ip1"], limit=20, taylor=True)
     net = caffe.Net(str(small_net["net"]), str(small_net["weights"]), caffe.TEST)
-    acts, grads, inputs, fc_inputs = [], [], [], []
+    acts, grads, inputs, fc_inputs, conv2 = [], [], [], [], []
     for _ in range(2):
         net.forward()
         net.backward()
+        conv2.append(net.blobs["relu2"].data.copy())
         acts.append(net.blobs["ip1"].data.copy())
         grads.append(net.blobs["ip1"].diff.copy())
         inputs.append(np.abs(net.blobs["conv1"].data).mean(axis=(2, 3)))
@@ -118,7 +119,9 @@ def test_layer_data_matches_brute_force(caffe, small_net: dict[str, Path]) -> No
     np.testing.assert_allclose(data["ip1"].taylor, np.abs(a * g).sum(axis=0), rtol=1e-4, atol=1e-12)
     np.testing.assert_allclose(data["conv2"].input_abs_mean, np.concatenate(inputs).mean(axis=0), rtol=1e-5)
     np.testing.assert_allclose(data["ip1"].input_abs_mean, np.concatenate(fc_inputs).mean(axis=0), rtol=1e-5)
-    assert data["ip1"].images == 20 and data["conv2"].positions == 144
+    # Statistics come per image and position (M = 144 for conv2): APoZ is the brute-force one.
+    assert data["ip1"].images == 20 and data["conv2"].positions == 1
+    np.testing.assert_allclose(unit_scores("apoz", data["conv2"]), (np.concatenate(conv2) <= 0).mean(axis=(0, 2, 3)))
 
 
 def test_masked_weights_stay_zero_through_solver_steps(caffe, small_net: dict[str, Path]) -> None:

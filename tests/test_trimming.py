@@ -10,11 +10,10 @@ import pytest
 from conftest import ROOT, assert_one_line_error, files_under, net_text, pytrim, small_body, toy_db, write_net
 
 from pytrim.choose import Rule, Selection, choose
-from pytrim.collect import collect, collect_targets, load_stats, save_stats
-from pytrim.cut import cut
+from pytrim.collect import collect, load_stats, net_graph, save_stats
+from pytrim.cut import cut, group_of
 from pytrim.datasets import write_lmdb
 from pytrim.errors import UnsupportedTopology
-from pytrim.graph import relu_outputs, trim_site
 from pytrim.protoutil import read_model, read_net, write_model
 from pytrim.statsnet import caffe_test_fractions, write_stats_net
 from pytrim.verify import verify
@@ -51,7 +50,11 @@ def test_apoz_equals_numpy_count_with_chosen_weights(caffe, tmp_path: Path) -> N
 def test_apoz_equals_brute_force_count(caffe, small_net: dict[str, Path]) -> None:
     stats = collect(small_net["net"], small_net["weights"], limit=23, progress=False)
     assert list(stats.layers) == ["conv1", "conv2", "ip1"]
-    assert relu_outputs(read_net(small_net["net"])) == {"conv1": "conv1", "conv2": "relu2", "ip1": "ip1"}
+    assert {name: [p.blob for p in layer.points] for name, layer in stats.layers.items()} == {
+        "conv1": ["conv1"],
+        "conv2": ["relu2"],
+        "ip1": ["ip1"],
+    }
     # Brute force: keep every activation of 23 images in memory, count with numpy.
     net = caffe.Net(str(small_net["net"]), str(small_net["weights"]), caffe.TEST)
     kept = {"conv1": [], "relu2": [], "ip1": []}
@@ -106,11 +109,11 @@ def test_statistics_net_counts_exactly_on_the_device(caffe, small_net: dict[str,
     for name in host.layers:
         np.testing.assert_array_equal(device.layers[name].zeros, host.layers[name].zeros)
         assert device.layers[name].positions == host.layers[name].positions
-    targets = collect_targets(read_net(small_net["net"]))
-    stats_prototxt = write_stats_net(small_net["net"], targets, small_net["dir"] / "stats.prototxt")
+    blobs = {layer.points[0].blob: 4 if name != "ip1" else 2 for name, layer in host.layers.items()}
+    stats_prototxt = write_stats_net(small_net["net"], blobs, small_net["dir"] / "stats.prototxt")
     fractions = caffe_test_fractions(stats_prototxt, small_net["weights"], 2, small_net["dir"] / "test.log")
-    for name, layer in host.layers.items():
-        per_slot = fractions[name].reshape(10, -1)  # batch 10: (image slot, channel), averaged over 2 batches
+    for layer in host.layers.values():
+        per_slot = fractions[layer.points[0].blob].reshape(10, -1)  # batch 10: (image slot, channel), 2 batches
         np.testing.assert_allclose(1.0 - per_slot.mean(axis=0), layer.apoz, atol=1e-5)
 
 
@@ -200,9 +203,10 @@ def test_verify_fails_on_a_wrong_consumer_slice(caffe, small_net: dict[str, Path
 
 
 def test_classifier_is_refused(tmp_path: Path) -> None:
-    proto = write_net(tmp_path / "n.prototxt", net_text(small_body, [2, 1, 28, 28], (tmp_path, tmp_path, 2)))
+    db = toy_db(tmp_path / "db", 4)
+    proto = write_net(tmp_path / "n.prototxt", net_text(small_body, [2, 1, 28, 28], (db, db, 2)))
     with pytest.raises(UnsupportedTopology, match="its outputs are the net's outputs"):
-        trim_site(read_net(proto), "ip2")
+        group_of(net_graph(proto)[1], "ip2")
 
 
 def collect_choose(small_net: dict[str, Path], out: Path, *choose_args: str) -> None:

@@ -129,6 +129,7 @@ remove_root() {
 cleanup() {
   local rc=$?
   set +e
+  trap '' INT TERM   # a second Ctrl-C must not cut the cleanup short
   [ -n "$HEARTBEAT_PID" ] && kill "$HEARTBEAT_PID" 2>/dev/null && wait "$HEARTBEAT_PID" 2>/dev/null
   kill_chroot_procs
   unmount_all

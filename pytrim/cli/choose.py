@@ -52,9 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         check_stats_match(stats, args.weights)
     chosen = []
     for name in names(args.layers) or []:
-        if name not in stats.layers:
-            raise BadInput(f"{args.stats} has no statistics for layer {name!r} (has: {', '.join(stats.layers)})")
-        selection = choose(name, stats.layers[name].apoz, rule_for(args, name))
+        found = stats.find(name)
+        selection = choose(name, found.apoz, rule_for(args, name), found.blocks)
         print(f"{name}: keep {len(selection.keep)} of {selection.width}, remove {len(selection.remove)}")
         chosen.append(selection.to_json())
     write_json(args.out, {"weights_sha256": stats.weights_sha256, "layers": chosen})

@@ -1,0 +1,393 @@
+"""One tiny net per topology (NetSpec), each cut verified exact with non-trivial BatchNorm
+statistics, Scale parameters and biases: the removed channels are silenced where they enter
+their consumers, which holds whatever lies between (BatchNorm, Scale, Sigmoid, biases)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import FILL, assert_one_line_error, net_text, pytrim, toy_db, write_net
+
+from pytrim.choose import Selection
+from pytrim.collect import collect, net_graph
+from pytrim.cut import coverage, cut, group_of
+from pytrim.errors import BadInput, UnsupportedTopology
+from pytrim.verify import verify
+
+
+def L():
+    from caffe import layers
+
+    return layers
+
+
+def P():
+    from caffe import params
+
+    return params
+
+
+def conv(bottom, n: int, k: int = 3, **kw):
+    return L().Convolution(bottom, num_output=n, kernel_size=k, pad=k // 2, **FILL, **kw)
+
+
+def bn_scale_relu(n, name: str, bottom, relu: bool = True):
+    """BatchNorm + Scale (+ ReLU), in place, as ResNet and MobileNet write them."""
+    setattr(n, f"{name}_bn", L().BatchNorm(bottom, in_place=True))
+    setattr(n, f"{name}_scale", L().Scale(getattr(n, f"{name}_bn"), bias_term=True, in_place=True))
+    top = getattr(n, f"{name}_scale")
+    if relu:
+        setattr(n, f"{name}_relu", L().ReLU(top, in_place=True))
+        top = getattr(n, f"{name}_relu")
+    return top
+
+
+def head(n, bottom, classes: int = 5):
+    n.pool = L().Pooling(bottom, pool=P().Pooling.AVE, global_pooling=True)
+    n.fc = L().InnerProduct(n.pool, num_output=classes, **FILL)
+    return n.fc
+
+
+def bn_body(n, data):
+    n.conv1 = conv(data, 8)
+    top = bn_scale_relu(n, "conv1", n.conv1)
+    n.conv2 = conv(top, 6)
+    n.relu2 = L().ReLU(n.conv2, in_place=True)
+    return head(n, n.relu2)
+
+
+def identity_residual(n, data):
+    n.conv0 = conv(data, 8)
+    top = bn_scale_relu(n, "conv0", n.conv0)
+    n.a = conv(top, 4)
+    a = bn_scale_relu(n, "a", n.a)
+    n.b = conv(a, 8)
+    b = bn_scale_relu(n, "b", n.b, relu=False)
+    n.sum = L().Eltwise(top, b)
+    n.sum_relu = L().ReLU(n.sum, in_place=True)
+    n.next = conv(n.sum_relu, 6)
+    return head(n, n.next)
+
+
+def projection_residual(n, data):
+    n.conv0 = conv(data, 6)
+    top = bn_scale_relu(n, "conv0", n.conv0)
+    n.proj = conv(top, 8, k=1)
+    proj = bn_scale_relu(n, "proj", n.proj, relu=False)
+    n.a = conv(top, 4)
+    a = bn_scale_relu(n, "a", n.a)
+    n.b = conv(a, 8)
+    b = bn_scale_relu(n, "b", n.b, relu=False)
+    n.sum = L().Eltwise(proj, b, eltwise_param={"operation": P().Eltwise.SUM, "coeff": [1.0, 0.5]})
+    n.sum_relu = L().ReLU(n.sum, in_place=True)
+    n.c = conv(n.sum_relu, 4)
+    n.d = conv(n.sum_relu, 8)  # a second consumer of the residual group
+    n.prod = L().Eltwise(n.d, n.sum_relu, eltwise_param={"operation": P().Eltwise.PROD})
+    return head(n, n.prod)
+
+
+def inception(n, data):
+    n.stem = conv(data, 6)
+    n.stem_relu = L().ReLU(n.stem, in_place=True)
+    n.b1 = conv(n.stem_relu, 4, k=1)
+    n.b1_relu = L().ReLU(n.b1, in_place=True)
+    n.b2 = conv(n.stem_relu, 5)
+    n.b2_relu = L().ReLU(n.b2, in_place=True)
+    n.pool = L().Pooling(n.stem_relu, pool=P().Pooling.MAX, kernel_size=3, stride=1, pad=1)
+    n.b3 = conv(n.pool, 3, k=1)
+    n.b3_relu = L().ReLU(n.b3, in_place=True)
+    n.cat = L().Concat(n.b1_relu, n.b2_relu, n.b3_relu)
+    n.next = conv(n.cat, 6)
+    n.gpool = L().Pooling(n.next, pool=P().Pooling.AVE, global_pooling=True)
+    n.fc = L().InnerProduct(n.gpool, num_output=5, **FILL)
+    return n.fc
+
+
+def sliced(n, data):
+    n.conv1 = conv(data, 8)
+    n.relu1 = L().ReLU(n.conv1, in_place=True)
+    n.part1, n.part2 = L().Slice(n.relu1, ntop=2, slice_param={"axis": 1, "slice_point": [3]})
+    n.a = conv(n.part1, 4)
+    n.b = conv(n.part2, 4)
+    n.cat = L().Concat(n.a, n.b)
+    return head(n, n.cat)
+
+
+def depthwise_separable(n, data):
+    n.conv0 = conv(data, 8)
+    top = bn_scale_relu(n, "conv0", n.conv0)
+    n.dw = conv(top, 8, group=8, bias_term=False)
+    dw = bn_scale_relu(n, "dw", n.dw)
+    n.pw = conv(dw, 12, k=1, bias_term=False)
+    pw = bn_scale_relu(n, "pw", n.pw)
+    return head(n, pw)
+
+
+def grouped(n, data):
+    n.conv1 = conv(data, 8)
+    n.relu1 = L().ReLU(n.conv1, in_place=True)
+    n.conv2 = conv(n.relu1, 6, group=2)
+    n.relu2 = L().ReLU(n.conv2, in_place=True)
+    n.conv3 = conv(n.relu2, 4)
+    return head(n, n.conv3)
+
+
+def prelu(n, data):
+    n.conv1 = conv(data, 8)
+    n.prelu = L().PReLU(n.conv1, prelu_param={"filler": {"type": "uniform", "min": -0.5, "max": 0.5}})
+    n.conv2 = conv(n.prelu, 6)
+    return head(n, n.conv2)
+
+
+def sigmoid(n, data):
+    n.conv1 = conv(data, 8)
+    n.sig = L().Sigmoid(n.conv1)
+    n.conv2 = conv(n.sig, 6)
+    n.tanh = L().TanH(n.conv2)
+    n.flat = L().Flatten(n.tanh)
+    n.fc = L().InnerProduct(n.flat, num_output=5, **FILL)
+    return n.fc
+
+
+def lrn(region: str):
+    def body(n, data):
+        n.conv1 = conv(data, 8)
+        n.relu1 = L().ReLU(n.conv1, in_place=True)
+        n.norm = L().LRN(n.relu1, local_size=3, alpha=1.0, beta=0.75, norm_region=getattr(P().LRN, region))
+        n.conv2 = conv(n.norm, 6)
+        return head(n, n.conv2)
+
+    return body
+
+
+def deconv_transpose(n, data):
+    n.conv1 = conv(data, 6)
+    n.relu1 = L().ReLU(n.conv1, in_place=True)
+    n.up = L().Deconvolution(n.relu1, convolution_param={"num_output": 5, "kernel_size": 2, "stride": 2, **FILL})
+    n.relu2 = L().ReLU(n.up, in_place=True)
+    n.reshape = L().Reshape(n.relu2, reshape_param={"shape": {"dim": [0, -1]}})
+    n.ip1 = L().InnerProduct(n.reshape, num_output=7, transpose=True, **FILL)
+    n.relu3 = L().ReLU(n.ip1, in_place=True)
+    n.ip2 = L().InnerProduct(n.relu3, num_output=5, **FILL)
+    return n.ip2
+
+
+def siamese(n, data):
+    """Two inputs through shared weights (param names), joined at the end."""
+    shared_w, shared_b = {"name": "conv1_w"}, {"name": "conv1_b"}
+    n.data_p = L().Input(shape={"dim": [2, 2, 8, 8]})
+    n.conv1 = conv(data, 6, param=[shared_w, shared_b])
+    n.conv1_p = conv(n.data_p, 6, param=[shared_w, shared_b])
+    n.relu1 = L().ReLU(n.conv1, in_place=True)
+    n.relu1_p = L().ReLU(n.conv1_p, in_place=True)
+    fc = {"num_output": 5, **FILL}
+    n.ip = L().InnerProduct(n.relu1, param=[{"name": "ip_w"}, {"name": "ip_b"}], **fc)
+    n.ip_p = L().InnerProduct(n.relu1_p, param=[{"name": "ip_w"}, {"name": "ip_b"}], **fc)
+    n.join = L().Eltwise(n.ip, n.ip_p)
+    return n.join
+
+
+def filler_with_statistics(caffe, net_path: Path, out: Path, seed: int = 7) -> Path:
+    """Filler weights, then BatchNorm statistics (mean, variance, a scale factor of 2), Scale
+    gamma/beta and PReLU slopes set to random non-trivial values: a silenced channel then
+    leaves BatchNorm/Scale as a non-zero constant."""
+    caffe.set_random_seed(seed)
+    net = caffe.Net(str(net_path), caffe.TEST)
+    rng = np.random.default_rng(seed)
+    for name, blobs in net.params.items():
+        kind = net.layer_dict[name].type
+        if kind == "BatchNorm":
+            blobs[0].data[...] = 2 * rng.normal(0, 0.5, blobs[0].data.shape)
+            blobs[1].data[...] = 2 * rng.uniform(0.5, 2.0, blobs[1].data.shape)
+            blobs[2].data[...] = 2.0
+        elif kind == "Scale":
+            blobs[0].data[...] = rng.uniform(0.5, 1.5, blobs[0].data.shape)
+            blobs[1].data[...] = rng.normal(0, 0.5, blobs[1].data.shape)
+    net.save(str(out))
+    return out
+
+
+def removal(width: int, count: int, blocks: int = 1) -> list[int]:
+    """`count` channels spread over the group (the same number from each block)."""
+    per, each = width // blocks, count // blocks
+    return sorted(b * per + i for b in range(blocks) for i in np.linspace(0, per - 1, each).astype(int))
+
+
+def cut_and_verify(caffe, tmp_path: Path, body, layers: dict[str, int], shape=(2, 2, 8, 8), inexact: bool = False):
+    deploy = write_net(tmp_path / "deploy.prototxt", net_text(body, list(shape)))
+    weights = filler_with_statistics(caffe, deploy, tmp_path / "w.caffemodel")
+    _, graph = net_graph(deploy, allow_inexact=inexact)
+    selections = {}
+    for name, count in layers.items():
+        group = group_of(graph, name)
+        remove = removal(group.width, count, group.blocks)
+        selections[name] = Selection(name, group.width, np.setdiff1d(np.arange(group.width), remove), np.array(remove))
+    out = tmp_path / "cut"
+    result = cut([deploy], weights, selections, [out / "deploy.prototxt"], out / "trimmed.caffemodel", inexact)
+    check = verify(deploy, weights, out / "deploy.prototxt", out / "trimmed.caffemodel", selections, batches=2,
+                   allow_inexact=inexact)  # fmt: skip
+    return result, check, graph
+
+
+CASES = {
+    "BatchNorm+Scale after conv": (bn_body, {"conv1": 3, "conv2": 2}),
+    "identity residual": (identity_residual, {"conv0": 3, "a": 1}),
+    "projection residual (SUM with coefficients, PROD)": (projection_residual, {"proj": 3, "a": 2, "conv0": 1}),
+    "inception-like Concat": (inception, {"b1": 1, "b2": 2, "b3": 1, "stem": 2}),
+    "Slice": (sliced, {"conv1": 3, "a": 1}),
+    "depthwise-separable": (depthwise_separable, {"conv0": 3, "pw": 4}),
+    "grouped convolution g=2": (grouped, {"conv1": 4, "conv2": 2}),
+    "PReLU": (prelu, {"conv1": 3}),
+    "Sigmoid, TanH, Flatten": (sigmoid, {"conv1": 3, "conv2": 2}),
+    "LRN within channel": (lrn("WITHIN_CHANNEL"), {"conv1": 3}),
+    "Deconvolution, Reshape, transposed InnerProduct": (deconv_transpose, {"conv1": 2, "up": 2, "ip1": 3}),
+    "shared weights (Siamese)": (siamese, {"conv1": 2}),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_cut_is_exact(caffe, tmp_path: Path, case: str) -> None:
+    body, layers = CASES[case]
+    result, check, _ = cut_and_verify(caffe, tmp_path, body, layers)
+    assert check.ok and not check.problems, check.problems
+    assert check.max_relative <= 1e-5, check.max_relative
+    assert not check.inexact
+    assert result.params_after < result.params_before
+    for name, count in layers.items():
+        assert result.widths_after[name] == result.widths_before[name] - count
+
+
+def test_each_member_of_a_coupled_group_is_cut(caffe, tmp_path: Path) -> None:
+    result, check, graph = cut_and_verify(caffe, tmp_path, identity_residual, {"conv0": 2})
+    group = group_of(graph, "b")  # the residual group: conv0, b, their BatchNorm/Scale, the sum
+    assert group_of(graph, "conv0") is group and {"conv0", "b"} <= set(group.producers)
+    assert {"conv0_bn", "conv0_scale", "b_bn", "b_scale"} <= set(group.members)
+    cut_layers = result.recipe
+    assert cut_layers["conv0"].num_output == cut_layers["b"].num_output == 6
+    assert {"a", "next"} <= set(cut_layers)  # both consumers lose the two input channels
+    assert [op.keep for op in cut_layers["b_bn"].blobs[0]] == [[1, 2, 3, 4, 5, 6]]  # mean, not the factor
+    assert 2 not in cut_layers["b_bn"].blobs
+
+
+def test_the_depthwise_convolution_follows_its_producer(caffe, tmp_path: Path) -> None:
+    result, _, graph = cut_and_verify(caffe, tmp_path, depthwise_separable, {"conv0": 3})
+    assert group_of(graph, "dw") is group_of(graph, "conv0")
+    assert result.recipe["dw"].num_output == result.recipe["dw"].group == 5
+
+
+def test_consumer_side_silencing_is_needed_after_sigmoid(caffe, tmp_path: Path) -> None:
+    """Zeroing conv1's rows leaves Sigmoid(0) = 0.5 flowing into conv2: not the trimmed net."""
+    _, check, _ = cut_and_verify(caffe, tmp_path, sigmoid, {"conv1": 3})
+    assert check.ok
+    original = caffe.Net(str(tmp_path / "deploy.prototxt"), str(tmp_path / "w.caffemodel"), caffe.TEST)
+    trimmed = caffe.Net(str(tmp_path / "cut/deploy.prototxt"), str(tmp_path / "cut/trimmed.caffemodel"), caffe.TEST)
+    removed = removal(8, 3)
+    original.params["conv1"][0].data[removed] = 0
+    original.params["conv1"][1].data[removed] = 0
+    x = np.random.default_rng(0).random(original.blobs["data"].data.shape, dtype=np.float32)
+    original.blobs["data"].data[...] = trimmed.blobs["data"].data[...] = x
+    assert not np.allclose(original.forward()["fc"], trimmed.forward()["fc"], atol=1e-4)
+
+
+def test_lrn_across_channels_is_refused_then_allowed_with_its_deviation(caffe, tmp_path: Path) -> None:
+    with pytest.raises(UnsupportedTopology, match="LRN 'norm' normalises across channels"):
+        cut_and_verify(caffe, tmp_path, lrn("ACROSS_CHANNELS"), {"conv1": 3})
+    assert not (tmp_path / "cut").exists()
+    result, check, _ = cut_and_verify(caffe, tmp_path, lrn("ACROSS_CHANNELS"), {"conv1": 3}, inexact=True)
+    assert check.ok and check.inexact and "across channels" in check.inexact[0]
+    assert check.max_relative > 1e-5  # measured and reported, not hidden
+    assert check.to_json()["exact"] is False
+    assert result.inexact == {"conv1": check.inexact}
+
+
+def test_grouped_convolution_is_cut_evenly(caffe, tmp_path: Path) -> None:
+    _, _, graph = cut_and_verify(caffe, tmp_path, grouped, {"conv1": 2})
+    assert group_of(graph, "conv1").blocks == 2 and group_of(graph, "conv2").blocks == 2
+    uneven = Selection("conv1", 8, np.array([0, 1, 2, 3, 4, 5]), np.array([6, 7]))
+    with pytest.raises(BadInput, match="same number from every block"):
+        cut([tmp_path / "deploy.prototxt"], tmp_path / "w.caffemodel", {"conv1": uneven},
+            [tmp_path / "x/deploy.prototxt"], tmp_path / "x/t.caffemodel")  # fmt: skip
+    assert not (tmp_path / "x").exists()
+
+
+def test_residual_statistics_average_the_relu_outputs_of_the_group(caffe, tmp_path: Path) -> None:
+    db = toy_db(tmp_path / "db", 12, side=8)
+    net = write_net(tmp_path / "tv.prototxt", net_text(identity_residual, [4, 1, 8, 8], (db, db, 4)))
+    weights = filler_with_statistics(caffe, net, tmp_path / "w.caffemodel")
+    stats = collect(net, weights, progress=False)
+    group = stats.find("b")
+    assert group is stats.find("conv0") and [p.blob for p in group.points] == ["conv0", "sum"]
+    assert all(p.relu for p in group.points) and stats.find("a").points[0].blob == "a"
+    trained = caffe.Net(str(net), str(weights), caffe.TEST)
+    outs = {"conv0": [], "sum": []}
+    for _ in range(3):
+        trained.forward()
+        for blob in outs:
+            outs[blob].append(trained.blobs[blob].data.copy())
+    apoz = [(np.concatenate(outs[b]) == 0).mean(axis=(0, 2, 3)) for b in outs]
+    np.testing.assert_allclose(group.apoz, (apoz[0] + apoz[1]) / 2)
+
+
+def test_coverage_names_what_cannot_be_cut_and_why(caffe, tmp_path: Path) -> None:
+    deploy = write_net(tmp_path / "d.prototxt", net_text(lrn("ACROSS_CHANNELS"), [2, 2, 8, 8]))
+    from pytrim.protoutil import read_net
+
+    report = coverage(net_graph(deploy)[1], read_net(deploy))
+    assert report["conv_ip_layers"] == 3 and report["trimmable"] == 1
+    assert "across channels" in report["refused"]["conv1"] and "an output of the net" in report["refused"]["fc"]
+    assert coverage(net_graph(deploy, allow_inexact=True)[1], read_net(deploy))["trimmable"] == 2
+
+
+def unknown_layer(n, data):
+    n.conv1 = conv(data, 8)
+    n.tile = L().Tile(n.conv1, axis=1, tiles=2)
+    n.conv2 = conv(n.tile, 6)
+    return head(n, n.conv2)
+
+
+def mismatched_eltwise(n, data):
+    n.a = conv(data, 4)
+    n.b = conv(data, 4)
+    n.cat = L().Concat(n.a, n.b)
+    n.c = conv(data, 8)
+    n.sum = L().Eltwise(n.cat, n.c)
+    return head(n, n.sum)
+
+
+def batch_concat(n, data):
+    n.a = conv(data, 4)
+    n.b = conv(data, 4)
+    n.cat = L().Concat(n.a, n.b, axis=0)
+    return head(n, n.cat)
+
+
+def test_unsupported_topologies_are_one_line_errors_and_write_nothing(caffe, tmp_path: Path) -> None:
+    cases = [
+        (unknown_layer, "conv1", "passes Tile layer 'tile', whose channel mapping pytrim does not know"),
+        (mismatched_eltwise, "c", "Eltwise 'sum' joins inputs whose channel layouts differ"),
+        (batch_concat, "a", "Concat layer 'cat' on an axis other than the channels"),
+    ]
+    for body, layer, message in cases:
+        d = tmp_path / body.__name__
+        d.mkdir()
+        deploy = write_net(d / "deploy.prototxt", net_text(body, [2, 2, 8, 8]))
+        weights = filler_with_statistics(caffe, deploy, d / "w.caffemodel")
+        selection = d / "sel.json"
+        width = 8 if layer in ("c", "conv1") else 4
+        selection.write_text(f'{{"layers": [{{"layer": "{layer}", "width": {width}, "keep": [0, 1], '
+                             f'"remove": {list(range(2, width))}}}]}}')  # fmt: skip
+        r = pytrim("cut", "--net", deploy, "--weights", weights, "--selection", selection, "--out-dir", d / "cut")
+        assert_one_line_error(r, f"layer {layer!r} cannot be trimmed", message)
+        assert not (d / "cut").exists()
+    # A plan that would empty a group.
+    d = tmp_path / "mismatched_eltwise"
+    (d / "empty.json").write_text('{"layers": [{"layer": "a", "width": 4, "keep": [], "remove": [0, 1, 2, 3]}]}')
+    deploy = write_net(d / "ok.prototxt", net_text(bn_body, [2, 2, 8, 8]))
+    weights = filler_with_statistics(caffe, deploy, d / "ok.caffemodel")
+    (d / "empty.json").write_text(
+        '{"layers": [{"layer": "conv1", "width": 8, "keep": [], "remove": [0, 1, 2, 3, 4, 5, 6, 7]}]}'
+    )
+    r = pytrim("cut", "--net", deploy, "--weights", weights, "--selection", d / "empty.json", "--out-dir", d / "cut2")
+    assert_one_line_error(r, "would empty layer 'conv1'")
