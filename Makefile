@@ -8,7 +8,7 @@ CUDA_ARCH ?= 90
 DATASET ?= fashion-mnist
 CAFFE_FLAGS := $(if $(filter 1,$(CUDA)),--cuda --cuda-arch "$(CUDA_ARCH)",)
 
-.PHONY: help venv caffe caffe-deps caffe-cpp-tests fresh-check lenet-data lenet-baseline lenet-trim vgg16-trim vgg16-synthetic lenet-compare bench test lint clean
+.PHONY: help venv caffe caffe-deps caffe-cpp-tests fresh-check lenet-data lenet-baseline lenet-trim vgg16-trim vgg16-synthetic synthetic coverage lenet-compare bench test lint clean
 
 help:
 	@echo "make caffe            build Caffe from source (cached) and expose it in $(VENV)"
@@ -18,6 +18,8 @@ help:
 	@echo "make lenet-trim       Network Trimming on LeNet: runs/lenet-trim/report.md (TRIM_ARGS=...)"
 	@echo "make vgg16-trim VGG16_WEIGHTS=... IMAGENET_VAL=... IMAGENET_TRAIN=...   the paper's VGG-16 run"
 	@echo "make vgg16-synthetic  the VGG-16 machinery on filler weights and generated images"
+	@echo "make synthetic NET=…  any net end to end on filler weights (report in runs/synthetic/)"
+	@echo "make coverage         what pytrim can trim in ResNet-50, GoogLeNet, MobileNet, ... (benchmark)"
 	@echo "make lenet-compare    pruning criteria compared on LeNet-5 and LeNet-300-100 (COMPARE_ARGS=...)"
 	@echo "make bench            APoZ collection overhead vs a bare forward pass"
 	@echo "make test             run the test suite"
@@ -74,6 +76,15 @@ vgg16-trim: caffe
 
 vgg16-synthetic: caffe
 	$(PY) tools/vgg16.py --synthetic $(VGG16_ARGS)
+
+# Any net end to end on filler weights: make synthetic NET=prototxt/resnet50/deploy.prototxt
+synthetic: caffe
+	@test -n "$(NET)" || { echo "make synthetic NET=path/to/deploy.prototxt [SYNTHETIC_ARGS=...]"; exit 2; }
+	$(PY) tools/synthetic.py --net $(NET) $(SYNTHETIC_ARGS)
+
+# What pytrim can trim in the public model-zoo nets, full size on filler weights.
+coverage: caffe
+	$(PY) -m pytrim coverage $(COVERAGE_ARGS)
 
 # Trains the LeNet-5 and LeNet-300-100 baselines if they are missing.
 lenet-compare: lenet-data

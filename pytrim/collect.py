@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from pytrim.caffe_env import gpu_device
-from pytrim.data import batches, data_source
+from pytrim.data import Feed, batches, data_source
 from pytrim.errors import BadInput, StatsMismatch
 from pytrim.files import sha256_file, together
 from pytrim.graph import Graph, Group, build_graph
@@ -96,6 +96,7 @@ class Stats:
     weights_sha256: str
     source: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    means: dict[str, np.ndarray] = field(default_factory=dict)  # blob -> mean where consumers read it
 
     @property
     def widths(self) -> dict[str, int]:
@@ -231,14 +232,17 @@ def _counter(net_path: Path, weights: Path, blobs: list[str], device: bool) -> Z
     return FractionCounter(stats_net, blobs, positions)
 
 
-def prepare(net_path: str | Path, layers: list[str] | None, tmp: Path) -> tuple[Path, dict[str, Group], dict]:
+def prepare(net_path: str | Path, layers: list[str] | None, tmp: Path, means: bool) -> tuple[Path, dict, dict, dict]:
     """The prototxt to run (a measuring copy when a ReLU output is overwritten in place), the
-    groups and their measure points."""
-    net_param, graph = net_graph(net_path)
+    groups, their measure points and (with `means`) the blobs whose means folding needs."""
+    from pytrim.fold import mean_blobs
+
+    net_param, graph = net_graph(net_path, allow_inexact=True)  # measuring never hurts; cutting decides
     groups = collect_targets(graph, layers)
     measured, renames = measuring_net(net_param, graph)
     run_path = Path(net_path) if not renames else write_text(measured, tmp / "measuring.prototxt")
-    return run_path, groups, measure_plan(graph, groups, renames)
+    folded = mean_blobs(graph, list(groups.values())) if means else {}
+    return run_path, groups, measure_plan(graph, groups, renames), folded
 
 
 def collect(
@@ -248,20 +252,27 @@ def collect(
     limit: int | None = None,
     progress: bool = True,
     device_counting: bool | None = None,
+    feed: Feed | None = None,
+    means: bool = False,
 ) -> Stats:
     """Count zeros per channel of the groups of `layers` (default: every trimmable group).
 
     With `device_counting` (the default in GPU mode) Caffe counts inside a statistics copy
-    of the net and only N x C fractions per blob reach the host."""
-    data = data_source(read_net(net_path), limit)
+    of the net and only N x C fractions per blob reach the host. With `means`, the mean of
+    every blob their consumers read is kept too (for --fold-mean)."""
+    from pytrim.fold import MeanSums
+
+    data = data_source(read_net(net_path), limit, feed)
     device = gpu_device() is not None if device_counting is None else device_counting
     with tempfile.TemporaryDirectory(prefix="pytrim-collect-") as tmp:
-        run_path, groups, plan = prepare(net_path, layers, Path(tmp))
+        run_path, groups, plan, folded = prepare(net_path, layers, Path(tmp), means)
         blobs = list(dict.fromkeys(p.blob for points in plan.values() for p in points))
         counter = _counter(run_path, Path(weights), blobs, device)
+    sums = MeanSums(counter.net, folded)
     start = time.monotonic()
     for take in batches(counter.net, data, "APoZ", progress):
         counter.update(take)
+        sums.update(take)
     stats = {}
     for name, points in plan.items():
         for p in points:
@@ -271,7 +282,8 @@ def collect(
         members = group.producers + group.members
         stats[name] = LayerStats(name, group.width, counter.images, points, members, group.blocks)
     source = {"net": str(net_path), "weights": str(weights), "data": str(data.source)}
-    return Stats(stats, sha256_file(weights), source, time.monotonic() - start)
+    seconds = time.monotonic() - start
+    return Stats(stats, sha256_file(weights), source, seconds, sums.means() if folded else {})
 
 
 def save_stats(stats: Stats, path: str | Path) -> Path:
@@ -296,6 +308,9 @@ def save_stats(stats: Stats, path: str | Path) -> Path:
                 point.attrs.update(
                     blob=p.blob, offset=p.offset, start=p.start, length=p.length, relu=p.relu, M=p.positions
                 )
+        for i, (blob, mean) in enumerate(stats.means.items()):
+            handle[f"means/{i}"] = mean
+            handle[f"means/{i}"].attrs["blob"] = blob
     return Path(path)
 
 
@@ -314,7 +329,8 @@ def _read_stats(handle: Any) -> Stats:
         blocks = int(g.attrs["blocks"])
         layers[name] = LayerStats(name, int(g.attrs["width"]), int(g.attrs["N"]), points, members, blocks)
     source = {k[len("source_") :]: str(v) for k, v in handle.attrs.items() if k.startswith("source_")}
-    return Stats(layers, str(handle.attrs["weights_sha256"]), source, float(handle.attrs["seconds"]))
+    means = {str(d.attrs["blob"]): np.asarray(d) for d in handle.get("means", {}).values()}
+    return Stats(layers, str(handle.attrs["weights_sha256"]), source, float(handle.attrs["seconds"]), means)
 
 
 def load_stats(path: str | Path) -> Stats:
@@ -444,6 +460,7 @@ def collect_layer_data(
     limit: int | None = None,
     taylor: bool = False,
     masks: dict[str, np.ndarray] | None = None,
+    feed: Feed | None = None,
 ) -> dict[str, Any]:
     """Everything the pruning criteria read (pytrim.criteria.LayerData), per layer, from one
     pass (and a backward pass per batch for `taylor`): the statistics of the layer's channel
@@ -454,8 +471,8 @@ def collect_layer_data(
     from pytrim.cut import group_of
     from pytrim.errors import UnsupportedTopology
 
-    net_param, graph = net_graph(net_path)
-    data = data_source(net_param, limit)
+    net_param, graph = net_graph(net_path, allow_inexact=True)
+    data = data_source(net_param, limit, feed)
     groups = {}
     for name in layers:
         try:

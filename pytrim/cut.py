@@ -10,6 +10,7 @@ result (recipe.json) and applied by `apply_ops`. Files appear together or not at
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ class LayerCut:
     group: int | None = None
     slice_point: list[int] | None = None
     blobs: dict[int, list[Op]] = field(default_factory=dict)
+    add_bias: bool = False  # --fold-mean gave a consumer without a bias one
 
 
 @dataclass
@@ -204,19 +206,50 @@ def edit_net(net: Any, cuts: dict[str, LayerCut]) -> Any:
         if cut.slice_point is not None:
             del layer.slice_param.slice_point[:]
             layer.slice_param.slice_point.extend(cut.slice_point)
+        if cut.add_bias:
+            spec.bias_term = True
     return net
 
 
-def new_blobs(model: Caffemodel, shapes: NetShapes, cuts: dict[str, LayerCut]) -> dict[str, list[np.ndarray]]:
+def new_blobs(
+    model: Caffemodel, shapes: NetShapes, cuts: dict[str, LayerCut], biases: dict[str, np.ndarray]
+) -> dict[str, list[np.ndarray]]:
     """The cut layers' new parameter arrays (each blob first given the net's own shape: old
-    caffemodels store 4-d legacy shapes)."""
+    caffemodels store 4-d legacy shapes), with folded means added to the biases."""
     result = {}
     for name, cut in cuts.items():
         if name not in model.layers:
             continue
         arrays = [a.reshape(s) for a, s in zip(model.arrays(name), shapes.params[name], strict=True)]
+        if name in biases:
+            added = biases[name].astype(np.float32)
+            if len(arrays) > 1:
+                arrays[1] = arrays[1] + added
+            else:  # a bias for a consumer that had none: cut like its weights' output rows
+                arrays.append(added)
+                cut.add_bias = True
+                cut.blobs[1] = [Op(0, op.keep) for op in cut.blobs.get(0, []) if op.axis == 0 and op.groups == 1]
         result[name] = apply_ops(arrays, cut)
     return result
+
+
+def weights_reader(model: Caffemodel, shapes: NetShapes) -> Callable[[str], np.ndarray]:
+    return lambda name: model.arrays(name)[0].reshape(shapes.params[name][0])
+
+
+def train_only_readers(net: Any, graph: Graph, selections: dict[str, Selection], where: str) -> None:
+    """A layer that exists only in the TRAIN phase must not read channels being cut: the
+    graph (built for the TEST phase) cannot say what the cut does to it."""
+    from pytrim.protoutil import layers_in_phase
+
+    test = {(layer.name, layer.type) for layer in layers_in_phase(net, "TEST")}
+    kept = selection_of(graph, selections)
+    for layer in layers_in_phase(net, "TRAIN"):
+        if (layer.name, layer.type) in test or layer.type in ("Data", "ImageData", "HDF5Data"):
+            continue
+        for bottom in layer.bottom:
+            if bottom in graph.layouts and positions(graph, graph.layouts[bottom], kept) is not None:
+                raise UnsupportedTopology(f"{where}: TRAIN-only layer {layer.name!r} reads channels being cut")
 
 
 def same_cuts(a: dict[str, LayerCut], b: dict[str, LayerCut], where: str) -> None:
@@ -233,15 +266,19 @@ def cut(
     out_nets: list[str | Path],
     out_weights: str | Path,
     allow_inexact: bool = False,
+    fold: dict[str, np.ndarray] | None = None,
 ) -> CutResult:
     """Remove the channels `selections` leave out from the prototxts `nets` (train_val first)
-    and the caffemodel `weights`; write `out_nets`, `out_weights` and recipe.json beside them."""
+    and the caffemodel `weights`; write `out_nets`, `out_weights` and recipe.json beside them.
+    With `fold` (blob -> mean, pytrim.fold), removed channels' means go into the biases."""
     if len(nets) != len(out_nets):
         raise BadInput("one output path per prototxt is needed")
     params = [read_net(path) for path in nets]
     shapes = [probe(path) for path in nets]
     graphs = [build_graph(p, s.blobs, allow_inexact=allow_inexact) for p, s in zip(params, shapes, strict=True)]
     cuts = [recipe(graph, selections) for graph in graphs]
+    for path, net, graph in zip(nets, params, graphs, strict=True):
+        train_only_readers(net, graph, selections, str(path))
     for path, other in zip(nets[1:], cuts[1:], strict=True):
         same_cuts(cuts[0], other, str(path))
     with Caffemodel(weights) as model:
@@ -249,7 +286,14 @@ def cut(
             raise BadInput(f"{weights} is in the old V1 format: upgrade it first (tools accept it and upgrade it)")
         for path, shape in zip(nets, shapes, strict=True):
             check_weights(shape, model, str(path))
-        blobs = new_blobs(model, shapes[0], cuts[0])
+        from pytrim.fold import fold_biases
+
+        kept = selection_of(graphs[0], selections)
+        biases = fold_biases(graphs[0], kept, weights_reader(model, shapes[0]), fold) if fold else {}
+        blobs = new_blobs(model, shapes[0], cuts[0], biases)
+        for other in cuts[1:]:
+            for name, cut_ in other.items():
+                cut_.add_bias = cuts[0][name].add_bias if name in cuts[0] else False
         params_before = model.params()
         replaced = sum(b.data.size for name in blobs for b in model.layers[name].blobs)
         params_after = params_before - replaced + sum(a.size for arrays in blobs.values() for a in arrays)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from pytrim.data import batches, data_source
+from pytrim.data import Feed, batches, data_source
 from pytrim.errors import BadInput
 from pytrim.netcheck import load_net
 from pytrim.protoutil import layers_in_phase, read_net
@@ -50,18 +50,33 @@ def topk_hits(scores: np.ndarray, labels: np.ndarray, k: int) -> int:
     return int(np.sum(np.any(top == labels[:, None], axis=1)))
 
 
-def evaluate(net_path: str | Path, weights: str | Path, limit: int | None = None, progress: bool = True) -> Accuracy:
-    """Score every image of the net's TEST data once (or the first `limit`)."""
+def output_blob(net: Any) -> str:
+    """A deploy net's class scores: its first output with more than one value per image."""
+    for name in net.outputs:
+        if net.blobs[name].data[0].size > 1:
+            return name
+    raise BadInput("the net has no output with class scores")
+
+
+def evaluate(
+    net_path: str | Path,
+    weights: str | Path,
+    limit: int | None = None,
+    progress: bool = True,
+    feed: Feed | None = None,
+) -> Accuracy:
+    """Score every image of the net's TEST data once (or the first `limit`); a deploy net's
+    images and labels come from `feed`."""
     net_param = read_net(net_path)
-    data = data_source(net_param, limit)
-    if data.label_blob is None:
+    data = data_source(net_param, limit, feed)
+    if data.reader is None and data.label_blob is None:
         raise BadInput(f"{net_path}: the TEST data layer {data.layer!r} has no label top")
-    scores_blob = find_scores(net_param, data.label_blob)
     net = load_net(net_path, weights)
+    scores_blob = find_scores(net_param, data.label_blob) if data.reader is None else output_blob(net)
     hits1 = hits5 = seen = classes = 0
     for take in batches(net, data, "evaluate", progress):
         scores = net.blobs[scores_blob].data[:take]
-        labels = net.blobs[data.label_blob].data[:take]
+        labels = net.blobs[data.label_blob].data[:take] if data.reader is None else np.asarray(data.labels)
         classes = scores.reshape(take, -1).shape[1]
         hits1 += topk_hits(scores, labels, 1)
         hits5 += topk_hits(scores, labels, 5) if classes >= 5 else 0

@@ -73,6 +73,8 @@ class Use:
     params: list[tuple[int, int]] = field(default_factory=list)
     groups: int = 1  # a grouped convolution's groups (consumer side)
     points: list[int] = field(default_factory=list)  # Slice: the layer's slice lengths
+    bottom: str = ""  # consumer: the blob it reads
+    bias: bool = False  # consumer: whether it has a bias to fold removed channels' means into
 
 
 @dataclass
@@ -237,7 +239,9 @@ def producer(g: Graph, layer: Any) -> None:
     axes = {"Convolution": (1, 0), "Deconvolution": (0, 1)}
     in_axis, out_axis = axes.get(layer.type, (0, 1) if transpose else (1, 0))
     spatial = layout.spatial * (g.spatial(layer.bottom[0]) if layer.type == "InnerProduct" else 1)
-    g.uses.append(Use(name, layer.type, "consumer", Layout(layout.segments, spatial), [(0, in_axis)], groups))
+    consumer = Use(name, layer.type, "consumer", Layout(layout.segments, spatial), [(0, in_axis)], groups)
+    consumer.bottom, consumer.bias = layer.bottom[0], _has_bias(spec)
+    g.uses.append(consumer)
     for s in layout.segments:
         g.group(s.group).blocks = math.lcm(g.group(s.group).blocks, groups)
     out = g.new_group(width, producer=name)

@@ -152,10 +152,11 @@ def collect_step(run: Run, it: Iteration) -> dict[str, Any]:
     src, stats = it.source, it.folder / "stats.h5"
     args = ["--net", str(src.net), "--weights", str(src.weights), "--out", str(stats), "--plots", str(it.folder)]
     args += ["--limit", str(run.s.stats_limit)] if run.s.stats_limit else []
+    args += ["--means"] if run.s.fold_mean else []
     return run.step(
         it.record,
         "collect",
-        {"limit": run.s.stats_limit},
+        {"limit": run.s.stats_limit, "means": run.s.fold_mean},
         {"net": src.net, "weights": src.weights},
         lambda: run.child("collect", args, it.folder / "logs/collect.log", f"collect (iteration {it.number})"),
         [stats],
@@ -211,12 +212,19 @@ def cut_step(run: Run, it: Iteration) -> dict[str, Any]:
     def do_cut() -> dict[str, Any]:
         nets = [p for p in (src.net, src.deploy) if p is not None]
         outs = [p for p in (out.net, out.deploy) if p is not None]
-        result = cut(nets, src.weights, load_selection(it.folder / "selection.json"), outs, out.weights)
-        return {"params": result.params_after, "widths": result.widths_after}
+        selections = load_selection(it.folder / "selection.json")
+        fold = load_stats(it.folder / "stats.h5").means if run.s.fold_mean else None
+        result = cut(nets, src.weights, selections, outs, out.weights, run.s.allow_inexact, fold)
+        if fold:  # the same cut without folding, to report what folding gained before retraining
+            plain = it.folder / "nofold"
+            cut([src.net], src.weights, selections, [plain / "train_val.prototxt"], plain / "trimmed.caffemodel")
+        return {"params": result.params_after, "widths": result.widths_after, "inexact": result.inexact}
 
     inputs = {"net": src.net, "deploy": src.deploy, "weights": src.weights, "selection": it.folder / "selection.json"}
+    inputs |= {"stats": it.folder / "stats.h5"} if run.s.fold_mean else {}
     outputs = [p for p in (out.net, out.deploy, out.weights) if p is not None]
-    return run.step(it.record, "cut", {}, inputs, do_cut, outputs, f"cut (iteration {it.number})")
+    settings = {"allow_inexact": run.s.allow_inexact, "fold_mean": run.s.fold_mean}
+    return run.step(it.record, "cut", settings, inputs, do_cut, outputs, f"cut (iteration {it.number})")
 
 
 def verify_step(run: Run, it: Iteration) -> dict[str, Any]:
@@ -230,13 +238,16 @@ def verify_step(run: Run, it: Iteration) -> dict[str, Any]:
         for kind, net, trimmed in pairs:
             args = ["--net", str(net), "--weights", str(src.weights), "--trimmed-net", str(trimmed)]
             args += ["--trimmed-weights", str(out.weights), "--selection", str(selection), "--tol", str(VERIFY_TOL)]
+            args += ["--allow-inexact"] if run.s.allow_inexact else []
+            args += ["--fold-mean", str(it.folder / "stats.h5")] if run.s.fold_mean else []
             what = f"verify {kind} (iteration {it.number}); the cut is rejected"
             results[kind] = run.child("verify", args, it.folder / f"logs/verify-{kind}.log", what)
         return {"max_relative_diff": max(r["max_relative_diff"] for r in results.values()), "nets": results}
 
     inputs = {"net": src.net, "deploy": src.deploy, "weights": src.weights, "selection": selection}
     inputs |= {"trimmed_net": out.net, "trimmed_deploy": out.deploy, "trimmed_weights": out.weights}
-    return run.step(it.record, "verify", {"tol": VERIFY_TOL}, inputs, verify_all, [], f"verify (iteration {it.number})")
+    settings = {"tol": VERIFY_TOL, "allow_inexact": run.s.allow_inexact, "fold_mean": run.s.fold_mean}
+    return run.step(it.record, "verify", settings, inputs, verify_all, [], f"verify (iteration {it.number})")
 
 
 def retrain_step(run: Run, it: Iteration) -> dict[str, Any]:
@@ -294,6 +305,11 @@ def iteration(run: Run, number: int, source: Nets) -> dict[str, Any] | None:
     cut_result = cut_step(run, it)
     verified = verify_step(run, it)
     before = evaluate_step(run, it.record, "trimmed", it.trimmed.net, it.trimmed.weights, it.folder / "logs")
+    if run.s.fold_mean:
+        plain = it.folder / "nofold"
+        unfolded = evaluate_step(run, it.record, "trimmed_nofold", plain / "train_val.prototxt",
+                                 plain / "trimmed.caffemodel", it.folder / "logs")  # fmt: skip
+        it.record["top1_trimmed_nofold"] = unfolded["top1"]
     retrained = retrain_step(run, it)
     after = before
     if not retrained.get("skipped"):

@@ -19,6 +19,7 @@ ITERATION_KEYS = (
     "params",
     "compression",
     "top1_trimmed",
+    "top1_trimmed_nofold",
     "top1_retrained",
     "top5_trimmed",
     "top5_retrained",
@@ -80,13 +81,16 @@ def markdown(report: dict[str, Any], title: str, top5: bool = False) -> str:
     base = report["baseline"]
     first = report["iterations"][0]["mean_apoz"] if report["iterations"] else {}
     layers = sorted({n for it in report["iterations"] for n in it["mean_apoz"]}, key=list(first).index)
+    fold = any(it.get("top1_trimmed_nofold") is not None for it in report["iterations"])
     head = ["Network", "Widths", "Parameters", "Compression", "Top-1 after cut", "Top-1 after retraining"]
+    head += ["Top-1 after cut, means not folded"] if fold else []
     head += ["Top-5 after cut", "Top-5 after retraining"] if top5 else []
     head += [f"mean APoZ {name}" for name in layers]
 
     def row(name: str, entry: dict, compression: str, accuracy: list[float | None], apoz: dict) -> list[str]:
         cells = [name, entry["widths"], f"{entry['params']:,}", compression]
         cells += [pct(a) for a in (accuracy if top5 else accuracy[:2])]
+        cells += [pct(entry.get("top1_trimmed_nofold"))] if fold else []
         return cells + [pct(apoz.get(n)) for n in layers]
 
     rows = [row("Original", base, "1.00x", [None, base["top1"], None, base.get("top5")], {})]

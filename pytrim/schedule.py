@@ -58,6 +58,8 @@ class Schedule:
     scratch: bool = True
     scratch_iters: int | None = None  # default: the baseline solver's max_iter
     train_missing_weights: bool = False  # train the baseline when `weights` does not exist
+    allow_inexact: bool = False  # cut through LRN across channels (verification reports the deviation)
+    fold_mean: bool = False  # fold removed channels' means into their consumers' biases (pytrim.fold)
     name: str = "trim"
 
     def plan_for(self, iteration: int) -> LayerPlan:
@@ -135,6 +137,8 @@ TOP_KEYS = {
     "scratch": bool,
     "scratch_iters": int,
     "train_missing_weights": bool,
+    "allow_inexact": bool,
+    "fold_mean": bool,
     "name": str,
 }
 REQUIRED = ("net", "weights", "baseline_solver", "finetune_solver", "out", "iterations")
@@ -206,5 +210,7 @@ def load_schedule(path: str | Path, **overrides: Any) -> Schedule:
         scratch=data.get("scratch", True),
         scratch_iters=data.get("scratch_iters"),
         train_missing_weights=data.get("train_missing_weights", False),
+        allow_inexact=data.get("allow_inexact", False),
+        fold_mean=data.get("fold_mean", False),
         name=data.get("name", path.stem),
     )

@@ -15,6 +15,7 @@ measured and reported instead of failing the check.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import numpy as np
 
 from pytrim.choose import Selection
 from pytrim.cut import group_of, positions, selection_of
+from pytrim.data import Feed, data_source
 from pytrim.graph import Graph, Layout, Use, build_graph
 from pytrim.netcheck import load_net, probe
 from pytrim.protoutil import layers_in_phase, read_net
@@ -93,9 +95,39 @@ def silence(net: Any, graph: Graph, use: Use, keep: np.ndarray) -> None:
     weights[tuple(index)] = 0
 
 
-def masked_original(net_path: Path, weights: Path, graph: Graph, kept: dict[int, np.ndarray]) -> Any:
-    """The original net with every removed channel silenced at its consumers."""
-    net = load_net(net_path, weights)
+def with_biases(net_path: Path, weights: Path, biases: dict[str, np.ndarray], tmp: Path) -> Any:
+    """The original net with the folded means added to its consumers' biases (a consumer
+    without a bias gets one, as the trimmed net does)."""
+    from pytrim.caffemodel import Caffemodel
+    from pytrim.protoutil import write_text
+
+    param = read_net(net_path)
+    for layer in param.layer:
+        if layer.name in biases:
+            (layer.inner_product_param if layer.type == "InnerProduct" else layer.convolution_param).bias_term = True
+    net = load_net(write_text(param, tmp / "biased.prototxt"), None)
+    with Caffemodel(weights) as model:
+        for name, blobs in net.params.items():
+            for blob, array in zip(blobs, model.arrays(name), strict=False):
+                blob.data[...] = array.reshape(blob.data.shape)
+            if name in biases:
+                had_bias = len(model.layers[name].blobs) > 1
+                blobs[1].data[...] = (blobs[1].data if had_bias else 0) + biases[name]
+    return net
+
+
+def masked_original(
+    net_path: Path, weights: Path, graph: Graph, kept: dict[int, np.ndarray], biases: dict[str, np.ndarray]
+) -> Any:
+    """The original net with every removed channel silenced at its consumers (and, with
+    --fold-mean, its mean folded into their biases, as the trimmed net has it)."""
+    import tempfile
+
+    if biases:
+        with tempfile.TemporaryDirectory(prefix="pytrim-verify-") as tmp:
+            net = with_biases(net_path, weights, biases, Path(tmp))
+    else:
+        net = load_net(net_path, weights)
     for use in graph.uses:
         if use.kind == "consumer":
             keep = positions(graph, use.layout, kept)
@@ -141,6 +173,19 @@ def compare_blobs(masked: Any, trimmed: Any, layouts: dict[str, tuple[Layout, np
     return checks, problems
 
 
+def fold_biases_of(
+    net_path: str | Path, weights: str | Path, graph: Graph, kept: dict[int, np.ndarray], fold: dict | None
+) -> dict[str, np.ndarray]:
+    if not fold:
+        return {}
+    from pytrim.caffemodel import Caffemodel
+    from pytrim.cut import weights_reader
+    from pytrim.fold import fold_biases
+
+    with Caffemodel(weights) as model:
+        return fold_biases(graph, kept, weights_reader(model, probe(net_path)), fold)
+
+
 def verify(
     net_path: str | Path,
     weights: str | Path,
@@ -151,20 +196,30 @@ def verify(
     batches: int = 1,
     seed: int = 0,
     allow_inexact: bool = False,
+    feed: Feed | None = None,
+    fold: dict[str, np.ndarray] | None = None,
 ) -> VerifyResult:
-    """Compare the silenced original with the trimmed net over `batches` forward passes."""
+    """Compare the silenced original with the trimmed net over `batches` forward passes (a
+    deploy net gets seeded random input, or the images of `feed`)."""
     net_param = read_net(net_path)
     graph = build_graph(net_param, probe(net_path).blobs, allow_inexact=allow_inexact)
     kept = selection_of(graph, selections)
     inexact = sorted({reason for name in selections for reason in group_of(graph, name).inexact})
     layouts = {blob: (layout, positions(graph, layout, kept)) for blob, layout in graph.layouts.items()}
-    masked = masked_original(Path(net_path), Path(weights), graph, kept)
+    masked = masked_original(
+        Path(net_path), Path(weights), graph, kept, fold_biases_of(net_path, weights, graph, kept, fold)
+    )
     trimmed = load_net(trimmed_net_path, trimmed_weights)
     rng = np.random.default_rng(seed)
     result = VerifyResult(ok=True, tol=tol, inexact=inexact)
     worst: dict[str, BlobCheck] = {}
-    for _ in range(max(1, batches)):
-        feed_random_inputs([masked, trimmed], net_param, rng)
+    data = data_source(net_param, None, feed) if feed is not None else None
+    for index in range(max(1, batches)):
+        if data is not None:
+            data.feed(masked, index % math.ceil(data.total / data.batch))
+            data.feed(trimmed, index % math.ceil(data.total / data.batch))
+        else:
+            feed_random_inputs([masked, trimmed], net_param, rng)
         masked.forward()
         trimmed.forward()
         checks, problems = compare_blobs(masked, trimmed, layouts)

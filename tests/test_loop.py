@@ -355,3 +355,12 @@ def test_shipped_schedules_load() -> None:
     assert lenet.net.is_file() and lenet.finetune_solver.is_file()
     vgg = load_schedule(ROOT / "prototxt/vgg16/trim.toml")
     assert vgg.plan.layers == ["conv5_3", "fc6"] and vgg.tolerance == 0.0 and not vgg.train_missing_weights
+
+
+def test_fold_mean_reports_top1_with_and_without_folding(problem: Path) -> None:
+    result = trim(problem, "--iterations", "1", "--fold-mean")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (entry,) = report(problem)["iterations"]
+    assert entry["top1_trimmed_nofold"] is not None and entry["verify_max_relative_diff"] <= 1e-5
+    assert "means not folded" in (problem / "run/report.md").read_text()
+    assert (problem / "run/iter-01/nofold/trimmed.caffemodel").is_file()

@@ -261,6 +261,7 @@ def test_cut_is_exact(caffe, tmp_path: Path, case: str) -> None:
 
 def test_each_member_of_a_coupled_group_is_cut(caffe, tmp_path: Path) -> None:
     result, check, graph = cut_and_verify(caffe, tmp_path, identity_residual, {"conv0": 2})
+    assert check.ok
     group = group_of(graph, "b")  # the residual group: conv0, b, their BatchNorm/Scale, the sum
     assert group_of(graph, "conv0") is group and {"conv0", "b"} <= set(group.producers)
     assert {"conv0_bn", "conv0_scale", "b_bn", "b_scale"} <= set(group.members)
@@ -324,8 +325,8 @@ def test_residual_statistics_average_the_relu_outputs_of_the_group(caffe, tmp_pa
     outs = {"conv0": [], "sum": []}
     for _ in range(3):
         trained.forward()
-        for blob in outs:
-            outs[blob].append(trained.blobs[blob].data.copy())
+        for blob, kept in outs.items():
+            kept.append(trained.blobs[blob].data.copy())
     apoz = [(np.concatenate(outs[b]) == 0).mean(axis=(0, 2, 3)) for b in outs]
     np.testing.assert_allclose(group.apoz, (apoz[0] + apoz[1]) / 2)
 
@@ -391,3 +392,50 @@ def test_unsupported_topologies_are_one_line_errors_and_write_nothing(caffe, tmp
     )
     r = pytrim("cut", "--net", deploy, "--weights", weights, "--selection", d / "empty.json", "--out-dir", d / "cut2")
     assert_one_line_error(r, "would empty layer 'conv1'")
+
+
+def fold_body(n, data):
+    """conv1 -> BN/Scale/ReLU -> conv2 (unpadded, no bias) -> ReLU -> Flatten -> fc."""
+    n.conv1 = conv(data, 8)
+    top = bn_scale_relu(n, "conv1", n.conv1)
+    n.conv2 = L().Convolution(top, num_output=6, kernel_size=3, bias_term=False, weight_filler=FILL["weight_filler"])
+    n.relu2 = L().ReLU(n.conv2, in_place=True)
+    n.flat = L().Flatten(n.relu2)
+    n.fc = L().InnerProduct(n.flat, num_output=5, **FILL)
+    return n.fc
+
+
+def test_fold_mean_is_exact_for_constant_channels(caffe, tmp_path: Path) -> None:
+    """Channels that are constant (zero weights: BatchNorm/Scale/ReLU make a constant of
+    them) are replaced exactly by their means in the consumers' biases: the trimmed net then
+    equals the original, not just the silenced original (conv2 had no bias: it gets one)."""
+    db = toy_db(tmp_path / "db", 8, side=8)
+    net = write_net(tmp_path / "tv.prototxt", net_text(fold_body, [4, 1, 8, 8], (db, db, 4)))
+    weights = filler_with_statistics(caffe, net, tmp_path / "w.caffemodel")
+    original = caffe.Net(str(net), str(weights), caffe.TEST)
+    removed = {"conv1": [1, 4, 6], "conv2": [0, 3]}
+    for name, channels in removed.items():
+        original.params[name][0].data[channels] = 0  # constant outputs: ReLU(Scale(BN(bias)))
+    original.save(str(weights))
+    stats = collect(net, weights, progress=False, means=True)
+    assert set(stats.means) == {"conv1", "flat"}
+    selections = {
+        name: Selection(name, w, np.setdiff1d(np.arange(w), removed[name]), np.array(removed[name]))
+        for name, w in (("conv1", 8), ("conv2", 6))
+    }
+    out = tmp_path / "cut"
+    result = cut([net], weights, selections, [out / "tv.prototxt"], out / "t.caffemodel", fold=stats.means)
+    assert result.recipe["conv2"].add_bias
+    check = verify(net, weights, out / "tv.prototxt", out / "t.caffemodel", selections, fold=stats.means)
+    assert check.ok and check.max_relative <= 1e-5
+    plain = tmp_path / "plain"
+    cut([net], weights, selections, [plain / "tv.prototxt"], plain / "t.caffemodel")
+
+    def first_batch(prototxt: Path, caffemodel: Path) -> np.ndarray:
+        model = caffe.Net(str(prototxt), str(caffemodel), caffe.TEST)
+        model.forward()
+        return model.blobs["fc"].data.copy()
+
+    want = first_batch(net, weights)
+    np.testing.assert_allclose(first_batch(out / "tv.prototxt", out / "t.caffemodel"), want, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(first_batch(plain / "tv.prototxt", plain / "t.caffemodel"), want, atol=1e-3)

@@ -94,3 +94,46 @@ def per_layer(values: list[str] | None, cast: Callable[[str], Any] = float) -> d
         except ValueError:
             raise BadInput(f"{item!r}: {value!r} is not a valid value") from None
     return result
+
+
+def add_data(parser: argparse.ArgumentParser) -> None:
+    """Options that feed a deploy net (Input or MemoryData) its TEST images."""
+    group = parser.add_argument_group("images for a deploy net (Input or MemoryData layer)")
+    group.add_argument("--data", type=Path, help="an LMDB of Caffe Datum records, or an image list ('path label')")
+    group.add_argument("--data-root", type=Path, help="folder the image list's paths are relative to")
+    group.add_argument("--mean", help="per-channel mean (BGR) to subtract, e.g. 104,117,123")
+    group.add_argument("--scale", type=float, default=1.0, help="multiply by this after the mean (default 1)")
+
+
+def feed_of(args: argparse.Namespace) -> Any:
+    """The Feed the --data options describe, or None."""
+    if args.data is None:
+        return None
+    from pytrim.data import Feed
+
+    try:
+        mean = tuple(float(v) for v in args.mean.split(",")) if args.mean else ()
+    except ValueError:
+        raise BadInput(f"--mean {args.mean!r}: expected numbers such as 104,117,123") from None
+    return Feed(args.data, mean, args.scale, args.data_root)
+
+
+def add_fold(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--fold-mean",
+        type=Path,
+        metavar="STATS",
+        help="fold removed channels' mean outputs (STATS: from collect --means) into their consumers' biases",
+    )
+
+
+def fold_of(args: argparse.Namespace) -> dict | None:
+    """The means of a statistics file for --fold-mean, or None."""
+    if args.fold_mean is None:
+        return None
+    from pytrim.collect import load_stats
+
+    means = load_stats(args.fold_mean).means
+    if not means:
+        raise BadInput(f"--fold-mean {args.fold_mean}: it holds no means (collect it with --means)")
+    return means

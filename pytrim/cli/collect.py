@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pytrim.cli import add_common, finish, names, parser
+from pytrim.cli import add_common, add_data, feed_of, finish, names, parser
 from pytrim.collect import collect, histograms, save_stats, table
 from pytrim.files import check_outputs
 from pytrim.upgrade import current_format
@@ -17,17 +17,19 @@ from pytrim.upgrade import current_format
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
-    p.add_argument("--net", type=Path, required=True, help="train_val prototxt with a TEST Data layer")
+    p.add_argument("--net", type=Path, required=True, help="train_val (TEST data layer), or deploy with --data")
     p.add_argument("--weights", type=Path, required=True, help="caffemodel")
     p.add_argument("--out", type=Path, required=True, help="statistics file to write (HDF5)")
     p.add_argument("--layers", help="comma-separated layers (default: every trimmable layer)")
     p.add_argument("--limit", type=int, help="use only the first N images")
     p.add_argument("--plots", type=Path, help="folder for one APoZ histogram PNG per layer")
+    p.add_argument("--means", action="store_true", help="also keep the means consumers read (for cut --fold-mean)")
+    add_data(p)
     add_common(p)
     args = p.parse_args(argv)
     check_outputs({"--net": args.net, "--weights": args.weights}, {"--out": args.out, "--plots": args.plots})
     net, weights = current_format(args.net, "net"), current_format(args.weights, "weights")
-    stats = collect(net, weights, layers=names(args.layers), limit=args.limit, progress=not args.quiet)
+    stats = collect(net, weights, names(args.layers), args.limit, not args.quiet, feed=feed_of(args), means=args.means)
     save_stats(stats, args.out)
     if args.plots:
         histograms(stats, args.plots)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pytrim.cli import add_common, finish, names, parser
+from pytrim.cli import add_common, add_data, feed_of, finish, names, parser
 from pytrim.collect import collect_layer_data
 from pytrim.criteria import UNIT, unit_scores
 from pytrim.files import check_outputs, together
@@ -20,19 +20,20 @@ from pytrim.upgrade import current_format
 
 def main(argv: list[str] | None = None) -> int:
     p = parser(__doc__)
-    p.add_argument("--net", type=Path, required=True, help="train_val prototxt with a TEST Data layer")
+    p.add_argument("--net", type=Path, required=True, help="train_val (TEST data layer), or deploy with --data")
     p.add_argument("--weights", type=Path, required=True, help="caffemodel")
     p.add_argument("--criterion", choices=UNIT, required=True)
     p.add_argument("--layers", required=True, help="comma-separated layers")
     p.add_argument("--limit", type=int, help="images for the statistics (default: all)")
     p.add_argument("--seed", type=int, default=0, help="random: the seed")
     p.add_argument("--out", type=Path, required=True, help=".npz of layer -> scores")
+    add_data(p)
     add_common(p)
     args = p.parse_args(argv)
     check_outputs({"--net": args.net, "--weights": args.weights}, {"--out": args.out})
     net, weights = current_format(args.net, "net"), current_format(args.weights, "weights")
     layers = names(args.layers) or []
-    data = collect_layer_data(net, weights, layers, limit=args.limit, taylor=args.criterion == "taylor")
+    data = collect_layer_data(net, weights, layers, args.limit, args.criterion == "taylor", feed=feed_of(args))
     scores = {name: unit_scores(args.criterion, data[name], seed=args.seed) for name in layers}
     with together([args.out]) as (partial,), partial.open("wb") as handle:
         np.savez(handle, **scores)

@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stats-limit", type=int, help="images used for the statistics (default: all)")
     p.add_argument("--tolerance", type=float, help="stop when top-1 falls this many points below the baseline")
     p.add_argument("--no-scratch", action="store_true", help="skip the from-scratch ablation")
+    p.add_argument("--allow-inexact", action="store_true", help="cut through LRN across channels (deviation reported)")
+    p.add_argument("--fold-mean", action="store_true", help="fold removed channels' means into consumers' biases")
     p.add_argument("--restart", action="store_true", help="remove the output folder (a pytrim run) and start over")
     add_common(p)
     args = p.parse_args(argv)
@@ -45,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         "stats_limit": args.stats_limit,
         "tolerance": args.tolerance,
         "scratch": False if args.no_scratch else None,
+        "allow_inexact": True if args.allow_inexact else None,
+        "fold_mean": True if args.fold_mean else None,
     }
     schedule = load_schedule(args.schedule, **overrides)
     inputs = {f"schedule's {k}": v for k, v in schedule.inputs().items()} | {"--schedule": args.schedule}

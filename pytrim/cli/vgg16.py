@@ -122,18 +122,10 @@ def real_run(args: argparse.Namespace) -> dict[str, Any]:
 def synthetic_run(args: argparse.Namespace) -> dict[str, Any]:
     import json
 
-    from pytrim.synthetic import run as synthetic
+    from pytrim.synthetic import Options, run
 
-    out = args.out or Path("runs/vgg16-synthetic")
-    report = synthetic(
-        VGG16 / "train_val.prototxt",
-        VGG16 / "deploy.prototxt",
-        out,
-        names(args.layers) or [],
-        args.images,
-        args.batch,
-        args.solver_iters,
-    )
+    opts = Options(0.25, args.images, args.batch, args.solver_iters, layers=names(args.layers))
+    report = run(VGG16 / "deploy.prototxt", args.out or Path("runs/vgg16-synthetic"), opts)
     print(json.dumps(report, indent=1))
     return report
 
