@@ -126,6 +126,7 @@ remove_root() {
   rm -rf --one-file-system "$ROOT"
 }
 
+# shellcheck disable=SC2329  # run by the EXIT trap
 cleanup() {
   local rc=$?
   set +e
@@ -183,6 +184,7 @@ reachable() {
   [[ "$uri" == http://* ]] || return 0     # https/file: leave it to apt
   host=$(sed -E 's#^http://([^/:]+).*#\1#' <<<"$uri")
   path=$(sed -E 's#^http://[^/]+##' <<<"$uri")
+  # shellcheck disable=SC2016  # $1.. are the inner shell's arguments
   timeout 20 bash -c '
     exec 3<>"/dev/tcp/$1/80" || exit 1
     printf "HEAD %s/dists/%s/Release HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" "$2" "$3" "$1" >&3
@@ -325,7 +327,7 @@ run_step() {
   say "running \`$cmd\` in the chroot (log: $log)"
   (
     while sleep 60; do
-      say "  $cmd: $(fmt_time $(( $(date +%s) - start ))) ... $(tail -n1 "$log" 2>/dev/null | cut -c1-90)$(caffe_progress)"
+      say "  $cmd: $(fmt_time $(( $(date +%s) - start ))) ... $(last_line "$log")$([ "$name" = caffe ] && caffe_progress)"
     done
   ) &
   HEARTBEAT_PID=$!
@@ -345,6 +347,11 @@ run_step() {
   say "\`$cmd\` passed in $(fmt_time "$STEP_SECONDS")"
 }
 
+# The log's last line as a terminal shows it (progress bars rewrite theirs with \r).
+last_line() {
+  tail -c 2000 "$1" 2>/dev/null | tr '\r' '\n' | grep -v '^[[:space:]]*$' | tail -n1 | cut -c1-100
+}
+
 # While Caffe compiles, the step's own log stays on "building with N jobs": the percentage
 # of the build's make.log inside the chroot says more.
 caffe_progress() {
@@ -355,6 +362,7 @@ caffe_progress() {
   [ -z "$pct" ] || echo " (Caffe's build: $pct)"
 }
 
+# shellcheck disable=SC2329  # run by cleanup
 write_result() {
   local rc="$1" ok=false out="$REPO/runs/fresh-check/result.json"
   [ "$rc" = 0 ] && ok=true
@@ -402,4 +410,6 @@ main() {
     && echo ", make lenet-trim $(fmt_time "$TRIM_SECONDS")" || echo " (--only-caffe)")"
 }
 
-main
+# One line: bash has read it whole before main starts, and reads no further, so an edit of this
+# file during a check (a long one) cannot change what the running check does next.
+main; exit
