@@ -139,8 +139,13 @@ def test_prepare_lenet_writes_lmdbs_and_refuses_bad_input(caffe, tmp_path: Path)
 
     source = make_idx_dataset(tmp_path / "idx", n_train=20, n_test=10)
     out = tmp_path / "lenet"
-    assert prepare_lenet.main(["--dataset", "mnist", "--from", str(source), "--out", str(out), "--quiet"]) == 0
-    assert lmdb_entries(out / "train_lmdb") == 20 and lmdb_entries(out / "test_lmdb") == 10
+    args = ["--dataset", "mnist", "--from", str(source), "--out", str(out), "--quiet", "--val", "5"]
+    assert prepare_lenet.main(args) == 0
+    assert lmdb_entries(out / "train_lmdb") == 15 and lmdb_entries(out / "test_lmdb") == 10
+    assert lmdb_entries(out / "val_lmdb") == 5  # the last 5 training images, held out
+    train = read_split(source, "train")
+    assert labels_of(out / "val_lmdb") == train.labels[15:].tolist()
+    assert labels_of(out / "train_lmdb") == train.labels[:15].tolist()
     assert json.loads((out / "SOURCE.json").read_text())["dataset"] == "mnist"
     # A truncated test file: clear error, and no LMDB written at all.
     bad = make_idx_dataset(tmp_path / "bad", n_train=20, n_test=10)
@@ -150,6 +155,27 @@ def test_prepare_lenet_writes_lmdbs_and_refuses_bad_input(caffe, tmp_path: Path)
     with pytest.raises(DatasetError, match="truncated"):
         prepare_lenet.main(["--dataset", "mnist", "--from", str(bad), "--out", str(out2), "--quiet"])
     assert not out2.exists() or list(out2.iterdir()) == []
+
+
+def labels_of(db: Path) -> list[int]:
+    import lmdb
+
+    from pytrim.caffe_env import caffe_pb2
+
+    with lmdb.open(str(db), readonly=True, lock=False) as env, env.begin() as txn:
+        return [caffe_pb2().Datum.FromString(v).label for _, v in txn.cursor()]
+
+
+def test_sample_lmdb_is_seeded_and_random(tmp_path: Path) -> None:
+    from pytrim.datasets import sample_lmdb
+
+    labels = np.arange(50, dtype=np.uint8)
+    db = write_lmdb(np.zeros((50, 2, 2), np.uint8), labels, tmp_path / "db", progress=False)
+    a = labels_of(sample_lmdb(db, tmp_path / "a", 10, seed=1))
+    assert len(a) == 10 == len(set(a)) and a != list(range(10))
+    assert labels_of(sample_lmdb(db, tmp_path / "b", 10, seed=1)) == a
+    assert labels_of(sample_lmdb(db, tmp_path / "c", 10, seed=2)) != a
+    assert len(labels_of(sample_lmdb(db, tmp_path / "d", 500, seed=1))) == 50
 
 
 @pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")

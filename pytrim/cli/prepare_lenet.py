@@ -50,7 +50,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--out",
         type=Path,
         default=Path("data/lenet"),
-        help="output folder for train_lmdb, test_lmdb and SOURCE.json (default: data/lenet)",
+        help="output folder for train_lmdb, val_lmdb, test_lmdb and SOURCE.json (default: data/lenet)",
+    )
+    parser.add_argument(
+        "--val",
+        type=int,
+        default=5000,
+        help="the last N training images are held out as the validation split val_lmdb (default 5000; 0: none)",
     )
     parser.add_argument("--limit-train", type=int, help="keep only the first N training images")
     parser.add_argument("--limit-test", type=int, help="keep only the first N test images")
@@ -83,7 +89,8 @@ def up_to_date(out: Path, wanted: dict) -> dict | None:
     if not stamp.is_file():
         return None
     done = read_json(stamp, "data stamp")
-    complete = all((out / f"{s}_lmdb" / "data.mdb").is_file() for s in ("train", "test"))
+    splits = ("train", "test", "val") if wanted.get("val") else ("train", "test")
+    complete = all((out / f"{s}_lmdb" / "data.mdb").is_file() for s in splits)
     return done if complete and {k: done.get(k) for k in wanted} == wanted else None
 
 
@@ -92,20 +99,34 @@ def main(argv: list[str] | None = None) -> int:
     source = source_folder(args)
     check_outputs({"the source folder": source}, {"--out": args.out})
     wanted = {"dataset": args.dataset, "source": str(Path(source).resolve())}
-    wanted |= {"limit_train": args.limit_train, "limit_test": args.limit_test}
+    wanted |= {"limit_train": args.limit_train, "limit_test": args.limit_test, "val": args.val}
     done = None if args.force else up_to_date(args.out, wanted)
     if done:
-        print(f"{args.out}: up to date ({args.dataset}, {done['train']} train / {done['test']} test)")
+        counts = ", ".join(f"{done.get(k, 0)} {k}" for k in ("train", "val", "test"))
+        print(f"{args.out}: up to date ({args.dataset}, {counts} images)")
         return 0
     # Read and check both splits completely before writing anything.
-    splits = {name: read_split(source, name) for name in ("train", "test")}
-    limits = {"train": args.limit_train, "test": args.limit_test}
+    splits = split_val({name: read_split(source, name) for name in ("train", "test")}, args)
     (args.out / "SOURCE.json").unlink(missing_ok=True)
     counts = {}
-    for name, split in splits.items():
-        n = limits[name] or len(split.labels)
-        write_lmdb(split.images[:n], split.labels[:n], args.out / f"{name}_lmdb", progress=not args.quiet)
-        counts[name] = int(min(n, len(split.labels)))
+    for name, (images, labels) in splits.items():
+        write_lmdb(images, labels, args.out / f"{name}_lmdb", progress=not args.quiet)
+        counts[name] = len(labels)
     write_json(args.out / "SOURCE.json", {**wanted, **counts})
-    print(f"{args.out}: wrote {args.dataset} as LMDB ({counts['train']} train / {counts['test']} test images)")
+    print(f"{args.out}: wrote {args.dataset} as LMDB ({', '.join(f'{n} {k}' for k, n in counts.items())} images)")
     return 0
+
+
+def split_val(splits: dict, args: argparse.Namespace) -> dict[str, tuple]:
+    """train (the first images of the training split), val (its last --val images), test."""
+    train, test = splits["train"], splits["test"]
+    if not 0 <= args.val < len(train.labels):
+        raise BadInput(f"--val {args.val}: the training split has {len(train.labels)} images")
+    cut = len(train.labels) - args.val
+    out = {"train": (train.images[:cut], train.labels[:cut])}
+    if args.val:
+        out["val"] = (train.images[cut:], train.labels[cut:])
+    out["test"] = (test.images, test.labels)
+    limits = {"train": args.limit_train, "test": args.limit_test}
+    return {name: (images[: limits.get(name) or None], labels[: limits.get(name) or None])
+            for name, (images, labels) in out.items()}  # fmt: skip
