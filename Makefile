@@ -8,7 +8,7 @@ CUDA_ARCH ?= 90
 DATASET ?= fashion-mnist
 CAFFE_FLAGS := $(if $(filter 1,$(CUDA)),--cuda --cuda-arch "$(CUDA_ARCH)",)
 
-.PHONY: help venv caffe caffe-deps caffe-cpp-tests fresh-check lenet-data lenet-baseline lenet-trim vgg16-trim vgg16-synthetic synthetic coverage lenet-compare bench test lint clean
+.PHONY: help venv caffe caffe-deps caffe-cpp-tests fresh-check lenet-data lenet-baseline lenet-trim vgg16-trim vgg16-synthetic synthetic coverage lenet-compare lenet-relief bench test lint clean
 
 help:
 	@echo "make caffe            build Caffe from source (cached) and expose it in $(VENV)"
@@ -21,6 +21,7 @@ help:
 	@echo "make synthetic NET=…  any net end to end on filler weights (report in runs/synthetic/)"
 	@echo "make coverage         what pytrim can trim in ResNet-50, GoogLeNet, MobileNet, ... (benchmark)"
 	@echo "make lenet-compare    pruning criteria compared on LeNet-5 and LeNet-300-100 (COMPARE_ARGS=...)"
+	@echo "make lenet-relief     NN Relief iterated as its authors run it (RELIEF_ARGS=...)"
 	@echo "make bench            APoZ collection overhead vs a bare forward pass"
 	@echo "make test             run the test suite"
 	@echo "make lint             ruff"
@@ -49,14 +50,16 @@ caffe-cpp-tests: caffe
 lenet-data: caffe
 	@if [ "$(DATASET)" = fashion-mnist ] && [ ! -d /usr/share/datasets/fashion-mnist ]; then \
 	  echo "installing Debian's dataset-fashion-mnist"; \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dataset-fashion-mnist >/dev/null; fi
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dataset-fashion-mnist >/dev/null \
+	  || { DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends dataset-fashion-mnist >/dev/null; }; fi
 	$(PY) data/prepare_lenet.py --dataset $(DATASET) $(if $(filter mnist,$(DATASET)),$(if $(MNIST_DIR),--from $(MNIST_DIR),--download),)
 
 # Retrained when the data or LeNet's definition changes (a sub-make, so that the data step has
 # run before the timestamps are compared).
 LENET_MODEL := models/lenet/lenet.caffemodel
 $(LENET_MODEL): data/lenet/SOURCE.json prototxt/lenet/solver.prototxt prototxt/lenet/train_val.prototxt
-	$(PY) tools/train.py --solver prototxt/lenet/solver.prototxt --out $@ --no-eval
+	$(PY) tools/train.py --solver prototxt/lenet/solver.prototxt --out $@ --no-eval --init
 
 lenet-baseline: lenet-data
 	@$(MAKE) --no-print-directory $(LENET_MODEL)
@@ -65,7 +68,7 @@ lenet-baseline: lenet-data
 # The loop trains the baseline itself if models/lenet/lenet.caffemodel is missing, and
 # resumes an interrupted run (TRIM_ARGS="--restart" starts over).
 lenet-trim: lenet-data
-	$(PY) tools/trim.py --schedule prototxt/lenet/trim.toml $(TRIM_ARGS)
+	$(PY) tools/trim.py --schedule prototxt/lenet/trim.toml $(if $(WEIGHTS),--weights $(WEIGHTS)) $(TRIM_ARGS)
 
 # The paper's VGG-16 experiment. Without the weights or the data it says what is missing.
 VGG16_FLAGS := $(if $(VGG16_WEIGHTS),--weights $(VGG16_WEIGHTS)) $(if $(IMAGENET_VAL),--val $(IMAGENET_VAL)) \
@@ -89,6 +92,10 @@ coverage: caffe
 # Trains the LeNet-5 and LeNet-300-100 baselines if they are missing.
 lenet-compare: lenet-data
 	$(PY) tools/compare_criteria.py $(COMPARE_ARGS)
+
+# NN Relief iterated as its authors run it, on LeNet-300-100 and LeNet-5 (runs/lenet-relief/).
+lenet-relief: lenet-data
+	$(PY) tools/relief.py $(RELIEF_ARGS)
 
 bench: lenet-data
 	@$(MAKE) --no-print-directory $(LENET_MODEL)

@@ -21,6 +21,7 @@ COMMANDS = {
     "trim": ("trim", "the iterated Network Trimming loop from a schedule"),
     "compare": ("compare", "two caffemodels side by side"),
     "compare-criteria": ("compare_criteria", "pruning criteria compared on LeNet-5 and LeNet-300-100"),
+    "relief": ("relief", "NN Relief iterated as its authors run it, on LeNet-300-100 and LeNet-5"),
     "overlap": ("overlap", "do two samples choose the same neurons?"),
     "bench-apoz": ("bench_apoz", "APoZ collection vs a bare forward pass"),
     "coverage": ("coverage", "benchmark: what pytrim can trim in the model-zoo nets (filler weights, full size)"),

@@ -15,7 +15,7 @@ Criteria:
   over images, l2-normalised per layer;
 - `random`: a control, seeded;
 - `magnitude` (Han et al. 2015, connections): keep |w| > quality x std(w) of the layer;
-- `relief` (Dekhovich et al. 2021, connections): see `relief_masks`.
+- `relief` (Dekhovich et al. 2021, connections): pytrim.relief, the authors' rule.
 """
 
 from __future__ import annotations
@@ -70,48 +70,7 @@ def unit_scores(criterion: str, layer: LayerData, seed: int = 0) -> np.ndarray:
     raise BadInput(f"unknown unit criterion {criterion!r} (one of {', '.join(UNIT)})")
 
 
-def magnitude_mask(weights: np.ndarray, quality: float) -> np.ndarray:
-    """Han et al.: keep the weights whose magnitude exceeds quality x the layer's weight std."""
-    return np.abs(weights) > quality * float(weights.std())
-
-
-def relief_importance(layer: LayerData) -> tuple[np.ndarray, np.ndarray]:
-    """NN Relief importance of every connection and of each bias, normalised per neuron.
-
-    Fully connected: s_ij = mean_n |w_ji · x_ni| = |w_ji| · mean_n |x_ni| (the weight is the
-    same for every sample), bias share |b_j|; both divided by S_j = Σ_i s_ij + |b_j|.
-    Convolution, per kernel: s_ij = ||K_ji||_1 · mean |x_i|, the mean of |x_i| over samples
-    and positions. Like the authors' code, |x| is averaged over samples before it meets the
-    kernel; averaging it over positions too reduces "|K| convolved with mean |x|" to this
-    product, exact when mean |x_i| is the same at every position and a close, cheap
-    approximation otherwise. Returns (connection scores [out, in], bias scores [out]).
-    """
-    out = layer.weights.shape[0]
-    kernel = np.abs(layer.weights.reshape(out, layer.weights.shape[1], -1)).sum(axis=2)
-    scores = kernel * layer.input_abs_mean[None, :]
-    bias = np.abs(layer.bias) if layer.bias is not None else np.zeros(out)
-    total = scores.sum(axis=1) + bias
-    safe = np.where(total > 0, total, 1.0)
-    return scores / safe[:, None], bias / safe
-
-
-def relief_masks(layer: LayerData, alpha: float) -> np.ndarray:
-    """Per neuron, the smallest set of incoming connections whose importance, with the bias
-    share, reaches `alpha`: a mask [out, in] of (neuron, input channel) pairs to keep. A
-    neuron whose bias alone reaches alpha keeps no connection (it is then constant)."""
-    scores, bias = relief_importance(layer)
-    keep = np.zeros_like(scores, dtype=bool)
-    for j in range(scores.shape[0]):
-        need = alpha - bias[j]
-        if need <= 0:
-            continue
-        order = np.argsort(-scores[j], kind="stable")
-        cumulative = np.cumsum(scores[j][order])
-        count = int(np.searchsorted(cumulative, need - 1e-12) + 1)
-        keep[j, order[: min(count, order.size)]] = True
-    return keep
-
-
-def expand_mask(mask: np.ndarray, weights_shape: tuple[int, ...]) -> np.ndarray:
-    """A (neuron, input channel) mask broadcast to the full weight shape (conv kernels)."""
-    return np.broadcast_to(mask.reshape(mask.shape + (1,) * (len(weights_shape) - 2)), weights_shape).copy()
+def magnitude_mask(weights: np.ndarray, quality: float, std: float | None = None) -> np.ndarray:
+    """Han et al.: keep the weights whose magnitude exceeds quality x the layer's weight std
+    (of these weights, or `std`: the iterative method keeps the original layer's)."""
+    return np.abs(weights) > quality * (float(weights.std()) if std is None else std)

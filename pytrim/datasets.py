@@ -227,18 +227,19 @@ def lmdb_sample_shapes(path: str | Path, samples: int = 16) -> dict[int, tuple[i
     return shapes
 
 
-def sample_lmdb(source: str | Path, out: str | Path, count: int, seed: int) -> Path:
-    """A seeded random sample of `count` records of an LMDB (all of it if it has fewer), as a
-    new LMDB: e.g. the training images statistics are measured on."""
+def sample_lmdb(source: str | Path, out: str | Path, count: int | None, seed: int) -> Path:
+    """A seeded random sample of `count` records of an LMDB (all of them if it has fewer, or
+    for None) as a new LMDB, in a seeded random order: the training images statistics are
+    measured on, or a shuffled copy of the training data (Caffe's Data layer reads in order)."""
     import lmdb
 
     total = lmdb_entries(source)
-    chosen = set(np.random.default_rng(seed).choice(total, size=min(count, total), replace=False).tolist())
+    order = np.random.default_rng(seed).permutation(total)[: min(count or total, total)]
     out = Path(out)
     with together([out]) as (partial,):
         with lmdb.open(str(source), readonly=True, lock=False) as env, env.begin() as txn:
-            keys = [key for i, key in enumerate(txn.cursor().iternext(keys=True, values=False)) if i in chosen]
-            values = [txn.get(key) for key in keys]
+            keys = list(txn.cursor().iternext(keys=True, values=False))
+            values = [txn.get(keys[int(i)]) for i in order]
         size = max(1 << 24, 2 * sum(len(v) for v in values) + 64 * len(values))
         with lmdb.open(str(partial), map_size=size) as env, env.begin(write=True) as txn:
             for index, value in enumerate(values):

@@ -30,7 +30,7 @@ from pytrim.protoutil import read_solver
 from pytrim.runner import run_step
 from pytrim.schedule import LayerPlan, Schedule
 from pytrim.state import RunState, step_key
-from pytrim.train import train
+from pytrim.train import init_weights, train
 from pytrim.upgrade import current_format
 
 VERIFY_TOL = 1e-5
@@ -103,8 +103,11 @@ def evaluate_step(run: Run, record: dict[str, Any], name: str, net: Path, weight
 
 
 def train_step(run: Run, solver: Path, net: Path, out: Path, weights: Path | None, iters: int | None) -> dict:
-    """Caffe's solver in a child process; on a NaN loss, retry with a 10x lower learning rate."""
+    """Caffe's solver in a child process; on a NaN loss, retry with a 10x lower learning rate.
+    Training from scratch starts from initial weights saved beside `out` (<out>.init.caffemodel)."""
     base_lr = read_solver(solver).base_lr
+    if weights is None:
+        weights = init_weights(solver, out.with_suffix(".init.caffemodel"), net)
     for attempt in range(3):
         lr = base_lr * 0.1**attempt
         try:

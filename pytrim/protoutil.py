@@ -99,3 +99,13 @@ def read_model(path: str | Path) -> Any:
 def write_model(model: Any, path: str | Path) -> Path:
     """Write a NetParameter as a binary caffemodel, atomically."""
     return write_atomic(path, model.SerializeToString())
+
+
+def with_test_data(net_path: str | Path, source: str | Path, out: str | Path) -> Path:
+    """A copy of a train_val whose TEST Data layers read `source` (another LMDB: a sample of
+    training images, the validation split)."""
+    net = read_net(net_path)
+    for layer in net.layer:
+        if layer.type == "Data" and in_phase(layer, "TEST"):
+            layer.data_param.source = str(source)
+    return write_text(net, out)

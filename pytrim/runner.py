@@ -91,7 +91,7 @@ def run_child(
     tail: deque[str] = deque(maxlen=40)
     start = time.monotonic()
     timer = None
-    with log.open("w") as out:
+    with log.open("w", buffering=1) as out:  # line-buffered: the log can be followed live
         child = subprocess.Popen(
             args,
             stdout=subprocess.PIPE,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 from pytrim.caffe_env import caffe_pb2, caffe_tool, gpu_device
 from pytrim.errors import BadInput, CaffeCrashed, TrainingDiverged
+from pytrim.files import together
 from pytrim.protoutil import read_solver, write_text
 
 LOSS_RE = re.compile(r"Iteration (\d+).*?, loss = (\S+)")
@@ -53,6 +55,10 @@ def write_solver(source: str | Path | None, out: str | Path, **changes: Any) -> 
                 solver.ClearField(field_name)
         elif name == "solver_mode":
             solver.solver_mode = getattr(solver, value)
+        elif isinstance(value, list):
+            field_value = getattr(solver, name)
+            del field_value[:]
+            field_value.extend(value)
         else:
             setattr(solver, name, value)
     write_text(solver, out)
@@ -141,3 +147,36 @@ def train(
     os.replace(snapshot, out_caffemodel)
     seconds = time.monotonic() - start
     return TrainResult(out_caffemodel, solver.max_iter, watcher.loss, seconds, workdir / "train.log", watcher.tests)
+
+
+def init_weights(solver_path: str | Path, out: str | Path, net_path: str | Path | None = None) -> Path:
+    """The net's initial weights as its fillers draw them with the solver's random_seed (in
+    a child process): training from them (`--weights`) makes them the run's exact start,
+    which rewinding (NN Relief) needs."""
+    import sys
+
+    from pytrim.runner import run_child
+
+    solver = read_solver(solver_path)
+    net = str(net_path or solver.net)
+    seed = solver.random_seed if solver.HasField("random_seed") else 1701
+    out = Path(out)
+    with tempfile.TemporaryDirectory(prefix="pytrim-init-") as tmp, together([out]) as (partial,):
+        code = (
+            "from pytrim.caffe_env import load_caffe\n"
+            f"caffe = load_caffe(); caffe.set_random_seed({seed})\n"
+            f"caffe.Net({net!r}, caffe.TRAIN).save({str(partial)!r})\n"
+        )
+        run_child([sys.executable, "-c", code], Path(tmp) / "init.log", "initial weights")
+    return out
+
+
+def train_baseline(solver: str | Path, out: str | Path, net: str | Path | None = None, log: Any = print) -> Path:
+    """A baseline trained from its saved initial weights (<out>.init.caffemodel), if `out`
+    does not exist yet."""
+    out = Path(out)
+    if not out.is_file():
+        log(f"training the baseline {out} with {solver}")
+        init = init_weights(solver, out.with_suffix(".init.caffemodel"), net)
+        train(solver, out, init, net_path=net, progress=False)
+    return out

@@ -10,15 +10,7 @@ import pytest
 from conftest import pytrim
 
 from pytrim.collect import collect_layer_data
-from pytrim.compare import NetSpec, Settings, relief, run_net, write
-from pytrim.criteria import (
-    LayerData,
-    expand_mask,
-    magnitude_mask,
-    relief_importance,
-    relief_masks,
-    unit_scores,
-)
+from pytrim.criteria import LayerData, magnitude_mask, unit_scores
 
 # 3 neurons, 4 inputs.
 W = np.array([[1.0, -2.0, 0.0, 1.0], [0.5, 0.5, 0.5, 0.5], [-4.0, 0.0, 0.0, 0.0]])
@@ -52,51 +44,6 @@ def test_magnitude_threshold_is_quality_times_std() -> None:
     np.testing.assert_array_equal(magnitude_mask(W, 0.5), np.abs(W) > 0.5 * std)
     assert magnitude_mask(W, 0.5).sum() == 4  # |w| > 0.718: 1, -2, 1, -4
     assert magnitude_mask(W, 2.0).tolist() == [[False] * 4, [False] * 4, [True, False, False, False]]
-
-
-def test_relief_importance_by_hand() -> None:
-    x = np.array([1.0, 0.5, 2.0, 0.0])  # mean |x_i|
-    layer = LayerData(W, B, input_abs_mean=x)
-    scores, bias = relief_importance(layer)
-    # Neuron 0: |w|*x = 1, 1, 0, 0; bias 0; S = 2.
-    np.testing.assert_allclose(scores[0], [0.5, 0.5, 0.0, 0.0])
-    # Neuron 1: 0.5, 0.25, 1.0, 0; bias 2; S = 3.75.
-    np.testing.assert_allclose(scores[1], np.array([0.5, 0.25, 1.0, 0.0]) / 3.75)
-    np.testing.assert_allclose(bias, [0.0, 2 / 3.75, 1 / 5])
-    np.testing.assert_allclose(scores.sum(axis=1) + bias, 1.0)
-
-
-def test_relief_keeps_alpha_of_each_neuron_and_no_more_than_needed() -> None:
-    x = np.array([1.0, 0.5, 2.0, 0.0])
-    layer = LayerData(W, B, input_abs_mean=x)
-    keep = relief_masks(layer, alpha=0.9)
-    # Neuron 0 needs both 0.5s; neuron 1: bias 0.533 + 1/3.75 (0.267) = 0.8 < 0.9, + 0.5/3.75 -> 0.933.
-    assert keep.tolist() == [[True, True, False, False], [True, False, True, False], [True, False, False, False]]
-    scores, bias = relief_importance(layer)
-    kept = (scores * keep).sum(axis=1) + bias
-    assert np.all(kept >= 0.9 - 1e-12)
-    # Dropping the weakest kept connection of any neuron falls below alpha: the set is minimal.
-    for j in range(3):
-        kept_scores = scores[j][keep[j]]
-        if kept_scores.size:
-            assert kept[j] - kept_scores.min() < 0.9
-    # A neuron whose bias alone reaches alpha keeps no connection.
-    assert not relief_masks(LayerData(W, np.array([0.0, 100.0, 0.0]), input_abs_mean=x), 0.9)[1].any()
-
-
-def test_relief_conv_kernels_and_mask_expansion() -> None:
-    kernels = np.zeros((2, 3, 2, 2))
-    kernels[0, 0] = 1.0  # ||K||_1 = 4
-    kernels[0, 2] = -0.5  # 2
-    kernels[1, 1] = 0.25  # 1
-    layer = LayerData(kernels, np.zeros(2), input_abs_mean=np.array([1.0, 1.0, 3.0]))
-    scores, _ = relief_importance(layer)
-    np.testing.assert_allclose(scores[0], [0.4, 0.0, 0.6])  # 4*1 and 2*3 out of 10
-    np.testing.assert_allclose(scores[1], [0.0, 1.0, 0.0])
-    keep = relief_masks(layer, alpha=0.5)
-    assert keep.tolist() == [[False, False, True], [False, True, False]]
-    full = expand_mask(keep, kernels.shape)
-    assert full.shape == kernels.shape and full[0, 2].all() and not full[0, 0].any()
 
 
 # --- with Caffe -------------------------------------------------------------------------------
@@ -146,41 +93,76 @@ def test_masked_weights_stay_zero_through_solver_steps(caffe, small_net: dict[st
     assert not np.allclose(after.params["conv1"][0].data, net.params["conv1"][0].data)
 
 
-def test_relief_cuts_a_dead_neuron_and_keeps_alpha(caffe, small_net: dict[str, Path], tmp_path: Path) -> None:
-    net = caffe.Net(str(small_net["net"]), str(small_net["weights"]), caffe.TEST)
-    net.params["ip1"][0].data[4] = 0.0
-    net.params["ip1"][1].data[4] = -1.0  # neuron 4 of ip1 always outputs ReLU(-1) = 0
-    dead = tmp_path / "dead.caffemodel"
-    net.save(str(dead))
-    spec = NetSpec("small", small_net["net"], small_net["deploy"], dead, small_net["net"], small_net["net"])
-    settings = Settings(alpha_conv=0.9, alpha_fc=0.95, stats_images=20)
-    out_net, out_weights, masks = relief(spec, settings, tmp_path, log=lambda _: None)
-    trimmed = caffe.Net(str(out_net), str(out_weights), caffe.TEST)
-    assert trimmed.params["ip1"][0].data.shape[0] <= 11  # the dead neuron is gone
-    assert trimmed.params["ip1"][0].data.shape[0] > 0
-    for name, mask in masks.items():
-        assert mask.shape == trimmed.params[name][0].data.shape
-        assert np.all(trimmed.params[name][0].data[~mask] == 0)
-    # Connections were masked (fc layers keep well under all), and the dead neuron was cut.
-    assert masks["ip1"].mean() < 0.9
+def tiny_setup(small_net: dict[str, Path], tmp_path: Path) -> tuple:
+    """The small net as a comparison net: its own data as train/val/test, a short solver."""
+    from pytrim.compare import Data, NetFiles
 
-
-def test_tiny_comparison_writes_the_report(small_net: dict[str, Path], tmp_path: Path) -> None:
     solver = tmp_path / "solver.prototxt"
     solver.write_text(
         f'net: "{small_net["net"]}"\ntest_iter: 1\ntest_interval: 1000\nbase_lr: 0.01\n'
         'momentum: 0.9\nlr_policy: "fixed"\ndisplay: 5\nmax_iter: 5\nsnapshot: 0\n'
         'snapshot_prefix: "x"\nsolver_mode: CPU\nrandom_seed: 1\n'
     )
-    spec = NetSpec("small", small_net["net"], small_net["deploy"], small_net["weights"], solver, solver)
-    settings = Settings(ratio=0.25, finetune_iters=5, stats_images=20)
-    entries = run_net(spec, ["apoz", "taylor", "magnitude"], settings, tmp_path / "cmp", log=lambda _: None)
-    assert [e["criterion"] for e in entries] == ["baseline", "apoz", "taylor", "magnitude"]
-    for entry in entries:
-        assert {"criterion", "net", "params", "nonzero", "compression", "top1", "flops"} <= set(entry)
-    apoz, taylor, magnitude = entries[1:]
-    assert apoz["params"] == taylor["params"] < entries[0]["params"]  # matched: same widths
-    assert magnitude["params"] == entries[0]["params"] > magnitude["nonzero"]
-    write(entries, settings, tmp_path / "cmp")
-    assert json.loads((tmp_path / "cmp/report.json").read_text())[1]["criterion"] == "apoz"
+    files = NetFiles("small", small_net["net"], small_net["weights"], solver, solver)
+    return {"small": files}, Data(small_net["db"], small_net["db"], small_net["db"])
+
+
+def test_relief_cuts_a_dead_neuron(caffe, small_net: dict[str, Path], tmp_path: Path) -> None:
+    from pytrim.compare import Settings, Task, prepare, relief_prune
+
+    net = caffe.Net(str(small_net["net"]), str(small_net["weights"]), caffe.TEST)
+    net.params["ip1"][0].data[4] = 0.0
+    net.params["ip1"][1].data[4] = -1.0  # neuron 4 of ip1 always outputs ReLU(-1) = 0
+    net.save(str(small_net["weights"]))
+    nets, data = tiny_setup(small_net, tmp_path)
+    settings = Settings(rounds=2, budget=10, stats_images=20, select_every=5)
+    work = prepare(Task("small", "relief", 0.95, 0), nets["small"], data, settings, tmp_path / "cmp")
+    out_net, weights, masks, verified = relief_prune(work)
+    trimmed = caffe.Net(str(out_net), str(weights), caffe.TEST)
+    assert verified and 0 < trimmed.params["ip1"][0].data.shape[0] <= 11  # the dead neuron is gone, verified
+    for key, mask in masks.items():
+        name, _, index = key.partition("#")
+        assert mask.shape == trimmed.params[name][int(index or 0)].data.shape
+        assert np.all(trimmed.params[name][int(index or 0)].data[~mask] == 0)
+
+
+def test_tiny_comparison_writes_the_curves(small_net: dict[str, Path], tmp_path: Path) -> None:
+    from pytrim.compare import Settings, all_tasks, baselines, finished_or_run, write_report
+
+    nets, data = tiny_setup(small_net, tmp_path)
+    settings = Settings(unit_points=(0.25, 0.5), magnitude_points=(1.0,), seeds=(0, 1), budget=10, rounds=2,
+                        stats_images=20, select_every=5)  # fmt: skip
+    tasks = all_tasks(["small"], ["apoz", "taylor", "magnitude"], settings)
+    assert len(tasks) == 2 * 2 + 2 * 2 + 1 * 2
+    entries = [finished_or_run(t, nets, data, settings, tmp_path / "cmp") for t in tasks]
+    keys = {"criterion", "net", "point", "seed", "params", "nonzero", "compression", "top1", "top1_before", "verified"}
+    assert all(keys <= set(e) for e in entries)
+    unit = [e for e in entries if e["criterion"] != "magnitude"]
+    assert all(e["verified"] is True for e in unit) and all(e["params"] < 5000 for e in unit)
+    half = {e["params"] for e in unit if e["point"] == 0.5}
+    assert len(half) == 1  # matched: every unit criterion cuts the same widths
+    magnitude = [e for e in entries if e["criterion"] == "magnitude"]
+    assert all(e["verified"] is None and e["nonzero"] < e["params"] for e in magnitude)
+    report = write_report(entries, baselines(nets, data, tmp_path / "cmp"), settings, tmp_path / "cmp")
+    assert {(r["criterion"], r["point"]) for r in report["summary"]} == {("apoz", 0.25), ("apoz", 0.5),
+                                                                          ("taylor", 0.25), ("taylor", 0.5),
+                                                                          ("magnitude", 1.0)}  # fmt: skip
+    assert all(r["seeds"] == 2 for r in report["summary"])
+    assert "validation split" in (tmp_path / "cmp/report.md").read_text()
     assert (tmp_path / "cmp/accuracy_vs_compression.png").stat().st_size > 5000
+    assert json.loads((tmp_path / "cmp/report.json").read_text())["entries"] == entries
+    # A rerun keeps the finished tasks.
+    stamp = (tmp_path / "cmp" / tasks[0].folder / "result.json").stat().st_mtime_ns
+    finished_or_run(tasks[0], nets, data, settings, tmp_path / "cmp")
+    assert (tmp_path / "cmp" / tasks[0].folder / "result.json").stat().st_mtime_ns == stamp
+
+
+def test_the_comparison_refuses_an_unverified_cut(small_net: dict[str, Path], tmp_path: Path) -> None:
+    from pytrim.compare import Settings, Task, finished_or_run
+    from pytrim.errors import StepFailed
+
+    nets, data = tiny_setup(small_net, tmp_path)
+    impossible = Settings(budget=10, stats_images=20, verify_tol=-1.0)  # no difference can pass
+    with pytest.raises(StepFailed, match="does not verify"):
+        finished_or_run(Task("small", "l1", 0.5, 0), nets, data, impossible, tmp_path / "cmp")
+    assert not (tmp_path / "cmp/small/l1/0.5/seed0/result.json").exists()

@@ -1,12 +1,15 @@
-"""Compare pruning criteria on LeNet-5 and LeNet-300-100 (make lenet-compare).
+"""Compare pruning criteria on LeNet-5 and LeNet-300-100 (make lenet-compare): accuracy
+against compression, every criterion at several points, three seeds per point.
 
-Same nets, same data, same retraining budget for every criterion: APoZ, mean activation,
-L1 filter norm, first-order Taylor and random (neurons cut physically, the same fraction
-of every trimmable layer); weight magnitude (Han et al.) and NN Relief (connections
-masked, held at zero through retraining; Relief's orphaned neurons cut). Writes
-<out>/report.md, report.json (one entry per criterion and net: criterion, net, params,
-nonzero, compression, top1, top1_before, flops) and accuracy_vs_compression.png.
-Baselines are read from (or trained into) models/... of the current directory.
+Unit criteria (apoz, mean_activation, l1, taylor, random) cut a fraction of every trimmable
+channel group physically (each cut verified); magnitude (Han et al., iterative, rising
+threshold) and relief (NN Relief's rule, iterated; emptied neurons cut) mask connections.
+Every point is retrained with the same budget. Statistics come from training images, the
+validation split chooses checkpoints, the test set gives only the reported numbers. Writes
+<out>/report.json (one entry per criterion, net, point and seed: criterion, net, point, seed,
+params, nonzero, compression, top1, top1_before, verified, ...), report.md and
+accuracy_vs_compression.png. Finished tasks are kept when the command is run again.
+Baselines missing from models/ are trained first.
 """
 
 from __future__ import annotations
@@ -14,58 +17,71 @@ from __future__ import annotations
 from pathlib import Path
 
 from pytrim.cli import add_common, finish, names, parser
-from pytrim.compare import NetSpec, Settings, markdown, run_net, write
+from pytrim.compare import Data, NetFiles, Settings, all_tasks, baselines, finished_or_run, markdown, write_report
 from pytrim.criteria import CONNECTION, UNIT
 from pytrim.errors import BadInput
 from pytrim.files import shipped
 
 
-def spec(name: str, folder: str, weights: str) -> NetSpec:
+def net_files(name: str, folder: str, weights: str) -> NetFiles:
     p = shipped(Path("prototxt") / folder)
-    return NetSpec(
-        name,
-        p / "train_val.prototxt",
-        p / "deploy.prototxt",
-        Path(weights),
-        p / "solver.prototxt",
-        p / "finetune_solver.prototxt",
+    return NetFiles(
+        name, p / "train_val.prototxt", Path(weights), p / "solver.prototxt", p / "finetune_solver.prototxt"
     )
 
 
 NETS = {
-    "lenet5": spec("lenet5", "lenet", "models/lenet/lenet.caffemodel"),
-    "lenet300": spec("lenet300", "lenet300", "models/lenet300/lenet300.caffemodel"),
+    "lenet5": ("lenet", "models/lenet/lenet.caffemodel"),
+    "lenet300": ("lenet300", "models/lenet300/lenet300.caffemodel"),
 }
 
 
+def floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise BadInput(f"expected comma-separated numbers, not {text!r}") from None
+
+
+def settings_of(args) -> Settings:
+    seeds = tuple(int(s) for s in floats(args.seeds))
+    return Settings(floats(args.unit_points), floats(args.magnitude_points), floats(args.relief_points), seeds,
+                    args.budget, args.rounds, args.stats_images, args.select_every)  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
+    d = Settings()
     p = parser(__doc__)
     p.add_argument("--nets", default="lenet5,lenet300", help="comma-separated: lenet5, lenet300")
     p.add_argument("--criteria", default=",".join(UNIT + CONNECTION), help="comma-separated criteria")
-    p.add_argument("--ratio", type=float, default=0.5, help="unit criteria: fraction cut per layer (0.5)")
-    p.add_argument("--quality", type=float, default=1.0, help="magnitude: |w| > quality x std(w) kept (1.0)")
-    p.add_argument("--alpha-conv", type=float, default=0.9, help="NN Relief alpha for convolutions (0.9)")
-    p.add_argument("--alpha-fc", type=float, default=0.95, help="NN Relief alpha for fc layers (0.95)")
-    p.add_argument("--finetune-iters", type=int, default=1000, help="retraining budget (1000)")
-    p.add_argument("--stats-images", type=int, default=2000, help="images for the statistics (2000)")
+    p.add_argument("--unit-points", default=",".join(map(str, d.unit_points)), help="fractions cut (unit criteria)")
+    p.add_argument("--magnitude-points", default=",".join(map(str, d.magnitude_points)), help="final quality x std")
+    p.add_argument("--relief-points", default=",".join(map(str, d.relief_points)), help="alpha of the fc layers")
+    p.add_argument("--seeds", default=",".join(map(str, d.seeds)), help="seeds per point (0,1,2)")
+    p.add_argument("--budget", type=int, default=d.budget, help=f"retraining iterations per point ({d.budget})")
+    p.add_argument("--rounds", type=int, default=d.rounds, help=f"rounds of the iterative criteria ({d.rounds})")
+    p.add_argument("--stats-images", type=int, default=d.stats_images, help="training images sampled (1000)")
+    p.add_argument("--select-every", type=int, default=d.select_every, help="validation checks while retraining")
+    p.add_argument("--data", type=Path, default=Path("data/lenet"), help="train/val/test LMDBs (data/lenet)")
     p.add_argument("--out", type=Path, default=Path("runs/lenet-compare"))
     add_common(p)
     args = p.parse_args(argv)
-    settings = Settings(
-        args.ratio, args.quality, args.alpha_conv, args.alpha_fc, args.finetune_iters, args.stats_images
-    )
-    criteria = names(args.criteria) or []
-    unknown = [c for c in criteria if c not in UNIT + CONNECTION]
+    settings = settings_of(args)
+    unknown = [n for n in names(args.nets) or [] if n not in NETS]
     if unknown:
-        raise BadInput(f"unknown criteria: {', '.join(unknown)} (choose from {', '.join(UNIT + CONNECTION)})")
+        raise BadInput(f"unknown net {unknown[0]!r} (lenet5 or lenet300)")
+    nets = {n: net_files(n, *NETS[n]) for n in names(args.nets) or []}
+    data = Data(args.data / "train_lmdb", args.data / "val_lmdb", args.data / "test_lmdb")
+    tasks = all_tasks(list(nets), names(args.criteria) or [], settings)
+    bases = baselines(nets, data, args.out)
     entries = []
-    for name in names(args.nets) or []:
-        if name not in NETS:
-            raise BadInput(f"unknown net {name!r} (lenet5 or lenet300)")
-        entries += run_net(NETS[name], criteria, settings, args.out)
-        write(entries, settings, args.out)
-    finish(args, {"entries": entries})
-    print()
-    print(markdown(entries, settings))
-    print(f"written: {args.out / 'report.md'}, report.json, accuracy_vs_compression.png")
+    for number, task in enumerate(tasks, 1):
+        entries.append(finished_or_run(task, nets, data, settings, args.out))
+        e = entries[-1]
+        if not args.quiet:
+            print(f"[{number}/{len(tasks)}] {task.folder}: {e['compression']:.2f}x, top-1 {e['top1']:.2%}", flush=True)
+        write_report(entries, bases, settings, args.out)
+    report = write_report(entries, bases, settings, args.out)
+    finish(args, report)
+    print(markdown(report))
     return 0

@@ -13,19 +13,8 @@ from pathlib import Path
 from pytrim.choose import Rule, choose, overlap
 from pytrim.cli import add_common, finish, names, parser
 from pytrim.collect import collect
-from pytrim.data import data_source
-from pytrim.protoutil import layers_in_phase, read_net, write_text
+from pytrim.protoutil import with_test_data
 from pytrim.upgrade import current_format
-
-
-def with_test_source(net_path: Path, source: Path, out: Path) -> Path:
-    """A copy of the prototxt whose TEST Data layer reads `source`."""
-    net = read_net(net_path)
-    name = data_source(net).layer
-    for layer in layers_in_phase(net, "TEST"):
-        if layer.name == name:
-            layer.data_param.source = str(source)
-    return write_text(net, out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,9 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     first = collect(net, weights, layers=layers, limit=args.limit, progress=False)
     images = first.layers[layers[0]].images
     with tempfile.TemporaryDirectory() as tmp:
-        second = collect(
-            with_test_source(net, args.other, Path(tmp) / "other.prototxt"), weights, layers, images, False
-        )
+        second = collect(with_test_data(net, args.other, Path(tmp) / "other.prototxt"), weights, layers, images, False)
     result = {}
     for name in layers:
         a = choose(name, first.layers[name].apoz, Rule("apoz", k=args.k))

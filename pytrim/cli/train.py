@@ -12,7 +12,7 @@ from pytrim.cli import add_common, finish, parser
 from pytrim.evaluate import evaluate
 from pytrim.files import check_outputs
 from pytrim.protoutil import read_solver
-from pytrim.train import train
+from pytrim.train import init_weights, train
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--solver", type=Path, required=True, help="solver prototxt")
     p.add_argument("--out", type=Path, required=True, help="where to write the trained caffemodel")
     p.add_argument("--weights", type=Path, help="initial weights (fine-tuning)")
+    p.add_argument(
+        "--init", action="store_true", help="from scratch: first save the initial weights as OUT.init.caffemodel"
+    )
     p.add_argument("--net", type=Path, help="train_val prototxt (default: the solver's net)")
     p.add_argument("--max-iter", type=int, help="override the solver's max_iter")
     p.add_argument("--workdir", type=Path, help="solver copy, snapshots and log (default: OUT.train/)")
@@ -29,7 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     net = args.net or Path(read_solver(args.solver).net)
     inputs = {"--solver": args.solver, "--weights": args.weights, "the solver's net": net}
     check_outputs(inputs, {"--out": args.out, "--workdir": args.workdir or args.out.with_suffix(".train")})
-    result = train(args.solver, args.out, args.weights, args.workdir, args.max_iter, args.net, not args.quiet)
+    weights = args.weights
+    if args.init and weights is None:
+        weights = init_weights(args.solver, args.out.with_suffix(".init.caffemodel"), args.net)
+    result = train(args.solver, args.out, weights, args.workdir, args.max_iter, args.net, not args.quiet)
     print(f"trained {result.iterations} iterations in {result.seconds:.1f} s, loss {result.final_loss:.4f}: {args.out}")
     summary = {"iterations": result.iterations, "final_loss": result.final_loss, "seconds": result.seconds}
     if not args.no_eval:
