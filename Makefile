@@ -58,16 +58,20 @@ lenet-data: caffe
 # Retrained when the data or LeNet's definition changes (a sub-make, so that the data step has
 # run before the timestamps are compared).
 LENET_MODEL := models/lenet/lenet.caffemodel
+LENET300_MODEL := models/lenet300/lenet300.caffemodel
 $(LENET_MODEL): data/lenet/SOURCE.json prototxt/lenet/solver.prototxt prototxt/lenet/train_val.prototxt
 	$(PY) tools/train.py --solver prototxt/lenet/solver.prototxt --out $@ --no-eval --init
+$(LENET300_MODEL): data/lenet/SOURCE.json prototxt/lenet300/solver.prototxt prototxt/lenet300/train_val.prototxt
+	$(PY) tools/train.py --solver prototxt/lenet300/solver.prototxt --out $@ --no-eval --init
 
 lenet-baseline: lenet-data
 	@$(MAKE) --no-print-directory $(LENET_MODEL)
 	$(PY) tools/evaluate.py --net prototxt/lenet/train_val.prototxt --weights $(LENET_MODEL)
 
-# The loop trains the baseline itself if models/lenet/lenet.caffemodel is missing, and
-# resumes an interrupted run (TRIM_ARGS="--restart" starts over).
+# The baselines are (re)trained by make when the data or their definition changed; the loop
+# resumes an interrupted run (TRIM_ARGS="--restart" starts over; WEIGHTS=... trims your own).
 lenet-trim: lenet-data
+	@$(MAKE) --no-print-directory $(LENET_MODEL)
 	$(PY) tools/trim.py --schedule prototxt/lenet/trim.toml $(if $(WEIGHTS),--weights $(WEIGHTS)) $(TRIM_ARGS)
 
 # The paper's VGG-16 experiment. Without the weights or the data it says what is missing.
@@ -89,12 +93,13 @@ synthetic: caffe
 coverage: caffe
 	$(PY) -m pytrim coverage $(COVERAGE_ARGS)
 
-# Trains the LeNet-5 and LeNet-300-100 baselines if they are missing.
 lenet-compare: lenet-data
+	@$(MAKE) --no-print-directory $(LENET_MODEL) $(LENET300_MODEL)
 	$(PY) tools/compare_criteria.py $(COMPARE_ARGS)
 
 # NN Relief iterated as its authors run it, on LeNet-300-100 and LeNet-5 (runs/lenet-relief/).
 lenet-relief: lenet-data
+	@$(MAKE) --no-print-directory $(LENET_MODEL) $(LENET300_MODEL)
 	$(PY) tools/relief.py $(RELIEF_ARGS)
 
 bench: lenet-data

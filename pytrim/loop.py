@@ -1,293 +1,80 @@
 """The trimming loop: baseline, then per iteration collect -> select -> cut -> verify ->
-evaluate -> retrain -> evaluate, then the from-scratch ablation.
+evaluate -> retrain -> evaluate, then the final net's statistics and the from-scratch ablation.
 
-Each step is a small function over an explicit `Iteration` (its folder, plan and input
-files) and the run's keyed state (pytrim.state): a rerun reuses a step only when its key
-(inputs' contents, data, settings, step version) is unchanged. Steps that run Caffe run in
-child processes (pytrim.runner): an abort becomes an error naming the step and its log, and
-nothing finished is lost. The run folder carries pytrim's marker and a lock, so a second
-run on it is refused instead of interleaving.
+Decisions never look at the test set when the schedule names a validation split
+(`val_data`): each iteration keeps the better, on validation, of its cut and its retrained
+weights, and the loop stops when that falls below the baseline by more than the tolerance
+plus the standard error of the difference (a difference within it is noise). The test set
+gives the numbers reported. The steps are pytrim.steps; the run folder carries pytrim's
+marker and a lock, so a second run on it is refused instead of interleaving.
 """
 
 from __future__ import annotations
 
-import os
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from pytrim.choose import choose, load_selection
-from pytrim.collect import load_stats
-from pytrim.cut import count_params, cut
-from pytrim.errors import BadInput, StepFailed, TrainingDiverged
-from pytrim.files import FolderLock, claim_run_folder, write_json
+from pytrim.errors import BadInput
+from pytrim.files import FolderLock, claim_run_folder
 from pytrim.graph import widths_text
 from pytrim.netcheck import check_model
-from pytrim.protoutil import read_solver
-from pytrim.runner import run_step
-from pytrim.schedule import LayerPlan, Schedule
-from pytrim.state import RunState, step_key
-from pytrim.train import init_weights, train
+from pytrim.schedule import Schedule
+from pytrim.steps import (
+    Iteration,
+    Nets,
+    Run,
+    accuracy_step,
+    baseline,
+    collect_step,
+    cut_step,
+    retrain_step,
+    scratch,
+    select_step,
+    stats_step,
+    verify_step,
+)
 from pytrim.upgrade import current_format
 
-VERIFY_TOL = 1e-5
+
+def stderr_of_difference(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """Standard error of the difference of two top-1 accuracies (as independent proportions)."""
+    return math.sqrt(a["top1_stderr"] ** 2 + b["top1_stderr"] ** 2)
 
 
-@dataclass
-class Nets:
-    """A net as files: train_val prototxt, deploy prototxt (optional), caffemodel."""
-
-    net: Path
-    deploy: Path | None
-    weights: Path
-
-
-@dataclass
-class Iteration:
-    """One trimming iteration: what it trims, how, and where its files go."""
-
-    number: int
-    plan: LayerPlan
-    source: Nets
-    folder: Path
-    record: dict[str, Any]
-
-    @property
-    def trimmed(self) -> Nets:
-        deploy = self.folder / "deploy.prototxt" if self.source.deploy else None
-        return Nets(self.folder / "train_val.prototxt", deploy, self.folder / "trimmed.caffemodel")
-
-    @property
-    def retrained(self) -> Path:
-        return self.folder / "retrained.caffemodel"
-
-
-class Run:
-    """A schedule being run: its state, its log and how its steps are keyed and launched."""
-
-    def __init__(self, schedule: Schedule, progress: bool = True, log: Callable[[str], None] = print) -> None:
-        self.s, self.progress, self.log = schedule, progress, log
-        self.state = RunState(schedule.out, log)
-
-    def step(
-        self,
-        record: dict[str, Any],
-        name: str,
-        settings: dict[str, Any],
-        inputs: dict[str, Path | None],
-        run: Callable[[], dict[str, Any]],
-        outputs: list[Path] = (),  # type: ignore[assignment]
-        label: str = "",
-    ) -> dict[str, Any]:
-        kind = name.split(":")[0]
-        return self.state.step(record, name, step_key(kind, settings, inputs), run, outputs, label or name)
-
-    def child(self, command: str, args: list[str], log: Path, what: str) -> dict[str, Any]:
-        return run_step(command, [*args, "--quiet"], log, what).result
-
-
-def evaluate_step(run: Run, record: dict[str, Any], name: str, net: Path, weights: Path, logs: Path) -> dict:
-    """Top-1/top-5 of `weights` on the TEST data of `net` (a child process)."""
-    args = ["--net", str(net), "--weights", str(weights)]
-    return run.step(
-        record,
-        f"evaluate:{name}",
-        {},
-        {"net": net, "weights": weights},
-        lambda: run.child("evaluate", args, logs / f"evaluate-{name}.log", f"evaluate {weights}"),
-        label=f"evaluate {weights}",
-    )
-
-
-def train_step(run: Run, solver: Path, net: Path, out: Path, weights: Path | None, iters: int | None) -> dict:
-    """Caffe's solver in a child process; on a NaN loss, retry with a 10x lower learning rate.
-    Training from scratch starts from initial weights saved beside `out` (<out>.init.caffemodel)."""
-    base_lr = read_solver(solver).base_lr
-    if weights is None:
-        weights = init_weights(solver, out.with_suffix(".init.caffemodel"), net)
-    for attempt in range(3):
-        lr = base_lr * 0.1**attempt
-        try:
-            result = train(
-                solver,
-                out,
-                weights,
-                out.with_suffix(".train"),
-                iters,
-                net,
-                run.progress,
-                base_lr=lr if attempt else None,
-            )
-        except TrainingDiverged as exc:
-            run.log(f"  training diverged ({exc}); retrying with base_lr {lr * 0.1:g}")
-            continue
-        tests = {str(k): v for k, v in result.tests.items()}
-        return {"iterations": result.iterations, "final_loss": result.final_loss, "base_lr": lr, "tests": tests}
-    raise StepFailed(f"training {out} diverged three times (log in {out.with_suffix('.train')})")
-
-
-def baseline(run: Run) -> dict[str, Any]:
-    """The baseline's weights (trained if the schedule allows it), size and accuracy."""
-    s, record = run.s, run.state.data["baseline"]
-    if not s.weights.is_file():
-        run.log(f"baseline: {s.weights} missing, training it with {s.baseline_solver}")
-        run.step(
-            record,
-            "train",
-            {},
-            {"solver": s.baseline_solver, "net": s.net},
-            lambda: train_step(run, s.baseline_solver, s.net, s.weights, None, None),
-            [s.weights],
-        )
-    accuracy = evaluate_step(run, record, "baseline", s.net, s.weights, s.out / "logs")
-    record.update(widths=widths_text(s.net), params=count_params(s.weights), top1=accuracy["top1"])
-    record.update(top5=accuracy["top5"], images=accuracy["images"])
-    run.state.save()
-    run.log(f"baseline: {record['widths']}, {record['params']:,} parameters, top-1 {record['top1']:.2%}")
+def keep_better(run: Run, it: Iteration, before: dict, after: dict | None) -> dict[str, Any]:
+    """The iteration's result: its retrained weights, or its cut ones when those decide
+    better (on validation when there is a validation split)."""
+    record = it.record
+    if after is None or before["decide"]["top1"] > after["decide"]["top1"]:
+        kept, weights, result = "trimmed", it.trimmed.weights, before
+    else:
+        kept, weights, result = "retrained", it.retrained, after
+    record.update(kept=kept, weights=str(weights), top1=result["test"]["top1"], decide=result["decide"])
+    record.update(top1_stderr=result["test"]["top1_stderr"], val_top1=(result["val"] or {}).get("top1"))
     return record
 
 
-def collect_step(run: Run, it: Iteration) -> dict[str, Any]:
-    """APoZ statistics of every trimmable layer of the iteration's input net."""
-    src, stats = it.source, it.folder / "stats.h5"
-    args = ["--net", str(src.net), "--weights", str(src.weights), "--out", str(stats), "--plots", str(it.folder)]
-    args += ["--limit", str(run.s.stats_limit)] if run.s.stats_limit else []
-    args += ["--means"] if run.s.fold_mean else []
-    return run.step(
-        it.record,
-        "collect",
-        {"limit": run.s.stats_limit, "means": run.s.fold_mean},
-        {"net": src.net, "weights": src.weights},
-        lambda: run.child("collect", args, it.folder / "logs/collect.log", f"collect (iteration {it.number})"),
-        [stats],
-        f"collect (iteration {it.number})",
-    )
-
-
-def scores(run: Run, it: Iteration) -> dict[str, np.ndarray]:
-    """Per-neuron prunability of the plan's criterion: APoZ from the statistics, or another
-    unit criterion scored in a child process (tools/score.py)."""
-    if it.plan.criterion == "apoz":
-        stats = load_stats(it.folder / "stats.h5")
-        return {name: stats.find(name).apoz for name in it.plan.layers}
-    out = it.folder / "scores.npz"
-    args = ["--net", str(it.source.net), "--weights", str(it.source.weights), "--criterion", it.plan.criterion]
-    args += ["--layers", ",".join(it.plan.layers), "--out", str(out)]
-    args += ["--limit", str(run.s.stats_limit)] if run.s.stats_limit else []
-    run.child("score", args, it.folder / "logs/score.log", f"score with {it.plan.criterion} (iteration {it.number})")
-    with np.load(out) as stored:
-        return {name: stored[name] for name in stored.files}
-
-
-def select_step(run: Run, it: Iteration) -> dict[str, Any]:
-    """The neurons to remove per layer (selection.json), by the plan's criterion and rule."""
-
-    def select() -> dict[str, Any]:
-        scored = scores(run, it)
-        stats = load_stats(it.folder / "stats.h5")
-        chosen = [
-            choose(layer, scored[layer], it.plan.rule_for(layer), stats.find(layer).blocks).to_json()
-            for layer in it.plan.layers
-        ]
-        sha = stats.weights_sha256
-        write_json(it.folder / "selection.json", {"weights_sha256": sha, "layers": chosen})
-        return {c["layer"]: {"width": c["width"], "kept": c["kept"]} for c in chosen}
-
-    src = it.source
-    return run.step(
-        it.record,
-        "select",
-        {"plan": it.plan.settings(), "limit": run.s.stats_limit},
-        {"stats": it.folder / "stats.h5", "net": src.net, "weights": src.weights},
-        select,
-        [it.folder / "selection.json"],
-        f"select (iteration {it.number})",
-    )
-
-
-def cut_step(run: Run, it: Iteration) -> dict[str, Any]:
-    """The trimmed prototxts and caffemodel (pytrim.cut, checked before anything is written)."""
-    src, out = it.source, it.trimmed
-
-    def do_cut() -> dict[str, Any]:
-        nets = [p for p in (src.net, src.deploy) if p is not None]
-        outs = [p for p in (out.net, out.deploy) if p is not None]
-        selections = load_selection(it.folder / "selection.json")
-        fold = load_stats(it.folder / "stats.h5").means if run.s.fold_mean else None
-        result = cut(nets, src.weights, selections, outs, out.weights, run.s.allow_inexact, fold)
-        if fold:  # the same cut without folding, to report what folding gained before retraining
-            plain = it.folder / "nofold"
-            cut([src.net], src.weights, selections, [plain / "train_val.prototxt"], plain / "trimmed.caffemodel")
-        return {"params": result.params_after, "widths": result.widths_after, "inexact": result.inexact}
-
-    inputs = {"net": src.net, "deploy": src.deploy, "weights": src.weights, "selection": it.folder / "selection.json"}
-    inputs |= {"stats": it.folder / "stats.h5"} if run.s.fold_mean else {}
-    outputs = [p for p in (out.net, out.deploy, out.weights) if p is not None]
-    settings = {"allow_inexact": run.s.allow_inexact, "fold_mean": run.s.fold_mean}
-    return run.step(it.record, "cut", settings, inputs, do_cut, outputs, f"cut (iteration {it.number})")
-
-
-def verify_step(run: Run, it: Iteration) -> dict[str, Any]:
-    """The trimmed train_val (on its TEST data) and deploy (on random input) against the
-    original with the removed neurons silenced; a failed check rejects the cut."""
-    src, out, selection = it.source, it.trimmed, it.folder / "selection.json"
-    pairs = [("train_val", src.net, out.net)] + ([("deploy", src.deploy, out.deploy)] if src.deploy else [])
-
-    def verify_all() -> dict[str, Any]:
-        results = {}
-        for kind, net, trimmed in pairs:
-            args = ["--net", str(net), "--weights", str(src.weights), "--trimmed-net", str(trimmed)]
-            args += ["--trimmed-weights", str(out.weights), "--selection", str(selection), "--tol", str(VERIFY_TOL)]
-            args += ["--allow-inexact"] if run.s.allow_inexact else []
-            args += ["--fold-mean", str(it.folder / "stats.h5")] if run.s.fold_mean else []
-            what = f"verify {kind} (iteration {it.number}); the cut is rejected"
-            results[kind] = run.child("verify", args, it.folder / f"logs/verify-{kind}.log", what)
-        return {"max_relative_diff": max(r["max_relative_diff"] for r in results.values()), "nets": results}
-
-    inputs = {"net": src.net, "deploy": src.deploy, "weights": src.weights, "selection": selection}
-    inputs |= {"trimmed_net": out.net, "trimmed_deploy": out.deploy, "trimmed_weights": out.weights}
-    settings = {"tol": VERIFY_TOL, "allow_inexact": run.s.allow_inexact, "fold_mean": run.s.fold_mean}
-    return run.step(it.record, "verify", settings, inputs, verify_all, [], f"verify (iteration {it.number})")
-
-
-def retrain_step(run: Run, it: Iteration) -> dict[str, Any]:
-    """Fine-tune the trimmed net from its surviving weights (or, with 0 iterations, keep it)."""
-    out, iters, solver = it.trimmed, it.plan.finetune_iters, run.s.finetune_solver
-    if iters == 0:  # a width plan applied without retraining: the trimmed net is the result
-        it.retrained.unlink(missing_ok=True)
-        os.link(out.weights, it.retrained)
-        return {"skipped": True}
-    return run.step(
-        it.record,
-        "retrain",
-        {"iters": iters},
-        {"solver": solver, "net": out.net, "weights": out.weights},
-        lambda: train_step(run, solver, out.net, it.retrained, out.weights, iters),
-        [it.retrained],
-        f"retrain (iteration {it.number})",
-    )
-
-
-def summarize(run: Run, it: Iteration, cut_result: dict, verified: dict, before: dict, after: dict) -> None:
+def summarize(run: Run, it: Iteration, cut_result: dict, verified: dict, before: dict, after: dict | None) -> None:
     """The iteration's line of the paper's table, in its record."""
+    after = after or before
     it.record.update(
         widths=widths_text(it.trimmed.net),
         params=cut_result["params"],
         compression=run.state.data["baseline"]["params"] / cut_result["params"],
-        top1_trimmed=before["top1"],
-        top5_trimmed=before["top5"],
-        top1_retrained=after["top1"],
-        top5_retrained=after["top5"],
+        top1_trimmed=before["test"]["top1"],
+        top5_trimmed=before["test"]["top5"],
+        top1_retrained=after["test"]["top1"],
+        top5_retrained=after["test"]["top5"],
+        val_top1_trimmed=(before["val"] or {}).get("top1"),
+        val_top1_retrained=(after["val"] or {}).get("top1"),
         verify_max_relative_diff=verified["max_relative_diff"],
     )
     run.state.save()
     run.log(
         f"iteration {it.number}: {it.record['widths']}, {it.record['params']:,} parameters "
-        f"({it.record['compression']:.2f}x), top-1 {before['top1']:.2%} after the cut, "
-        f"{after['top1']:.2%} after retraining"
+        f"({it.record['compression']:.2f}x), top-1 {before['test']['top1']:.2%} after the cut, "
+        f"{after['test']['top1']:.2%} after retraining; keeps the {it.record['kept']} weights"
     )
 
 
@@ -307,40 +94,36 @@ def iteration(run: Run, number: int, source: Nets) -> dict[str, Any] | None:
     it.record.pop("nothing_to_trim", None)
     cut_result = cut_step(run, it)
     verified = verify_step(run, it)
-    before = evaluate_step(run, it.record, "trimmed", it.trimmed.net, it.trimmed.weights, it.folder / "logs")
+    logs = it.folder / "logs"
+    before = accuracy_step(run, it.record, "trimmed", it.trimmed.net, it.trimmed.weights, logs)
     if run.s.fold_mean:
         plain = it.folder / "nofold"
-        unfolded = evaluate_step(run, it.record, "trimmed_nofold", plain / "train_val.prototxt",
-                                 plain / "trimmed.caffemodel", it.folder / "logs")  # fmt: skip
-        it.record["top1_trimmed_nofold"] = unfolded["top1"]
+        unfolded = accuracy_step(run, it.record, "trimmed_nofold", plain / "train_val.prototxt",
+                                 plain / "trimmed.caffemodel", logs)  # fmt: skip
+        it.record["top1_trimmed_nofold"] = unfolded["test"]["top1"]
     retrained = retrain_step(run, it)
-    after = before
+    after = None
     if not retrained.get("skipped"):
-        after = evaluate_step(run, it.record, "retrained", it.trimmed.net, it.retrained, it.folder / "logs")
+        after = accuracy_step(run, it.record, "retrained", it.trimmed.net, it.retrained, logs)
+        it.record["curve"] = retrained.get("tests", {})
+    keep_better(run, it, before, after)
     summarize(run, it, cut_result, verified, before, after)
     return it.record
 
 
-def scratch(run: Run, net: Path) -> dict[str, Any]:
-    """The ablation: the final widths trained from scratch with the baseline's recipe."""
-    s, record = run.s, run.state.data["scratch"]
-    out = s.out / "scratch" / "scratch.caffemodel"
-    iters = s.scratch_iters or read_solver(s.baseline_solver).max_iter
-    run.step(
-        record,
-        "train",
-        {"iters": iters},
-        {"solver": s.baseline_solver, "net": net},
-        lambda: train_step(run, s.baseline_solver, net, out, None, iters),
-        [out],
-        "from-scratch training",
-    )
-    accuracy = evaluate_step(run, record, "scratch", net, out, s.out / "scratch")
-    record.update(net=str(net), widths=widths_text(net), params=count_params(out), top1=accuracy["top1"])
-    record.update(iterations=iters)
-    run.state.save()
-    run.log(f"from scratch: {record['widths']}, top-1 {record['top1']:.2%} after {iters} iterations")
-    return record
+def stop_reason(run: Run, base: dict[str, Any], record: dict[str, Any]) -> str | None:
+    """Why the loop stops after this iteration, if it does: the kept weights fall below the
+    baseline by more than the tolerance plus one standard error of the difference."""
+    on = "validation" if run.s.val_data is not None else "test"
+    drop = base["decide"]["top1"] - record["decide"]["top1"]
+    noise = stderr_of_difference(base["decide"], record["decide"])
+    record["drop_within_noise"] = abs(drop) <= noise
+    if drop > run.s.tolerance / 100 + noise:
+        return (
+            f"{on} top-1 {record['decide']['top1']:.2%} is {100 * drop:.2f} points below the baseline's, more than "
+            f"the tolerance of {run.s.tolerance} plus the standard error {100 * noise:.2f}"
+        )
+    return None
 
 
 def iterate(run: Run, base: dict[str, Any]) -> Nets:
@@ -353,15 +136,14 @@ def iterate(run: Run, base: dict[str, Any]) -> Nets:
         run.state.data["last_iteration"] = number if record else number - 1
         if record is None:
             break
-        if record["top1_retrained"] < base["top1"] - s.tolerance / 100:
-            record["stopped"] = f"top-1 {record['top1_retrained']:.2%} is below the baseline minus {s.tolerance} points"
+        record["stopped"] = stop_reason(run, base, record)
+        if record["stopped"]:
             run.log(f"stop: {record['stopped']}; the result is iteration {accepted}")
             break
-        record.pop("stopped", None)
         accepted = number
         folder = s.out / f"iter-{number:02d}"
         deploy = folder / "deploy.prototxt" if s.deploy else None
-        nets = Nets(folder / "train_val.prototxt", deploy, folder / "retrained.caffemodel")
+        nets = Nets(folder / "train_val.prototxt", deploy, folder / f"{record['kept']}.caffemodel")
     run.state.data["final_iteration"] = accepted
     run.state.save()
     return nets
@@ -372,8 +154,9 @@ def check_inputs(s: Schedule) -> None:
     for what, path in (("net", s.net), ("deploy", s.deploy), ("baseline_solver", s.baseline_solver)):
         if path is not None and not path.is_file():
             raise BadInput(f"the schedule's {what} not found: {path}")
-    if not s.finetune_solver.is_file():
-        raise BadInput(f"the schedule's finetune_solver not found: {s.finetune_solver}")
+    for what, path in (("finetune_solver", s.finetune_solver), ("val_data", s.val_data), ("stats_data", s.stats_data)):
+        if path is not None and not path.exists():
+            raise BadInput(f"the schedule's {what} not found: {path}")
     if s.weights.is_file():
         for net in (s.net, s.deploy):
             if net is not None:
@@ -383,6 +166,18 @@ def check_inputs(s: Schedule) -> None:
             f"baseline weights not found: {s.weights} (give --weights, or set train_missing_weights = true "
             f"in the schedule to train them with {s.baseline_solver})"
         )
+
+
+def finish(run: Run, final: Nets) -> None:
+    """The final net's statistics (its APoZ beside the iterations') and the ablation."""
+    if not run.state.data["final_iteration"]:
+        return
+    record = run.state.data.setdefault("final", {})
+    collected = stats_step(run, record, final, run.s.out / "final", "the final net")
+    record["mean_apoz"] = {name: v["mean"] for name, v in collected["layers"].items()}
+    run.state.save()
+    if run.s.scratch:
+        scratch(run, final.net)
 
 
 def run_schedule(schedule: Schedule, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -399,7 +194,5 @@ def run_schedule(schedule: Schedule, progress: bool = True, log: Callable[[str],
         if run.state.resumed:
             log(f"resuming from {run.state.path}")
         base = baseline(run)
-        final = iterate(run, base)
-        if s.scratch and run.state.data["final_iteration"]:
-            scratch(run, final.net)
+        finish(run, iterate(run, base))
         return run.state.data

@@ -60,6 +60,9 @@ class Schedule:
     train_missing_weights: bool = False  # train the baseline when `weights` does not exist
     allow_inexact: bool = False  # cut through LRN across channels (verification reports the deviation)
     fold_mean: bool = False  # fold removed channels' means into their consumers' biases (pytrim.fold)
+    val_data: Path | None = None  # LMDB of the validation split: decisions are made on it, not on the test set
+    stats_data: Path | None = None  # LMDB the statistics are measured on (default: the net's TEST data)
+    curve_every: int = 0  # score the test set every N iterations while retraining (the accuracy curves)
     name: str = "trim"
 
     def plan_for(self, iteration: int) -> LayerPlan:
@@ -139,6 +142,9 @@ TOP_KEYS = {
     "train_missing_weights": bool,
     "allow_inexact": bool,
     "fold_mean": bool,
+    "val_data": str,
+    "stats_data": str,
+    "curve_every": int,
     "name": str,
 }
 REQUIRED = ("net", "weights", "baseline_solver", "finetune_solver", "out", "iterations")
@@ -212,5 +218,8 @@ def load_schedule(path: str | Path, **overrides: Any) -> Schedule:
         train_missing_weights=data.get("train_missing_weights", False),
         allow_inexact=data.get("allow_inexact", False),
         fold_mean=data.get("fold_mean", False),
+        val_data=resolve(data["val_data"], path) if data.get("val_data") else None,
+        stats_data=resolve(data["stats_data"], path) if data.get("stats_data") else None,
+        curve_every=data.get("curve_every", 0),
         name=data.get("name", path.stem),
     )

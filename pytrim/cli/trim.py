@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         remove_run_folder(schedule.out)
     state = run_schedule(schedule, progress=not args.quiet)
     title = f"Network Trimming: {schedule.name}"
-    report = write(state, schedule.out, title)
+    report = write(state, schedule.out, title, val=schedule.val_data is not None)
     finish(args, report)
     print()
     print(markdown(report, title))

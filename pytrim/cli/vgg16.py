@@ -114,7 +114,8 @@ def real_run(args: argparse.Namespace) -> dict[str, Any]:
         overrides |= {"iterations": 1, "widths": plan, "layers": list(plan)}
         overrides |= {"finetune_iters": 0} if args.no_retrain else {}
     schedule = load_schedule(args.schedule, **overrides)
-    report = write(run_schedule(schedule), schedule.out, "Network Trimming: VGG-16", top5=True)
+    state = run_schedule(schedule)
+    report = write(state, schedule.out, "Network Trimming: VGG-16", top5=True, val=schedule.val_data is not None)
     print(markdown(report, "Network Trimming: VGG-16", top5=True))
     return report
 
