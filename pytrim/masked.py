@@ -73,6 +73,7 @@ def validation_top1(solver: Any, net_param: Any) -> float:
     from pytrim.evaluate import find_scores, topk_hits
 
     test = solver.test_nets[0]
+    test.share_with(solver.net)  # Caffe shares the trained weights only in its own Solver::Test
     data = data_source(net_param)
     scores = find_scores(net_param, data.label_blob)
     hits = seen = 0
