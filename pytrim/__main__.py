@@ -21,6 +21,7 @@ COMMANDS = {
     "trim": ("trim", "the iterated Network Trimming loop from a schedule"),
     "compare": ("compare", "two caffemodels side by side"),
     "compare-criteria": ("compare_criteria", "pruning criteria compared on LeNet-5 and LeNet-300-100"),
+    "compare-task": ("compare_task", "one task of compare-criteria (run by it in a child process)"),
     "relief": ("relief", "NN Relief iterated as its authors run it, on LeNet-300-100 and LeNet-5"),
     "overlap": ("overlap", "do two samples choose the same neurons?"),
     "bench-apoz": ("bench_apoz", "APoZ collection vs a bare forward pass"),

@@ -43,14 +43,53 @@ def caffe_tool(name: str) -> str:
     raise CaffeNotFound(f"Caffe's `{name}` tool is not installed: {HOW_TO_BUILD}")
 
 
-def gpu_device() -> int | None:
-    """The GPU to use, from PYTRIM_GPU (a device id), or None for the CPU."""
+def gpu_devices() -> list[int]:
+    """The GPUs to use, from PYTRIM_GPU ("0", or "0,1,2,3" for `caffe train` on several), each
+    checked to exist, in a CUDA build; [] for the CPU."""
     value = os.environ.get("PYTRIM_GPU", "").strip()
     if not value or value.lower() in ("cpu", "none", "-1"):
-        return None
-    if not value.isdigit():
-        raise BadInput(f"PYTRIM_GPU must be a device id such as 0, not {value!r}")
-    return int(value)
+        return []
+    parts = [part.strip() for part in value.split(",")]
+    if not all(part.isdigit() for part in parts) or len(set(parts)) != len(parts):
+        raise BadInput(f"PYTRIM_GPU must be device ids such as 0 or 0,1,2,3, not {value!r}")
+    devices, count = [int(part) for part in parts], gpu_count()
+    missing = [device for device in devices if device >= count]
+    if missing:
+        raise BadInput(f"PYTRIM_GPU={value}: there is no GPU {missing[0]} (the driver shows {count})")
+    if cpu_only_build():
+        raise BadInput(f"PYTRIM_GPU={value}, but this Caffe is a CPU build: run `make caffe CUDA=1`")
+    return devices
+
+
+def gpu_count() -> int:
+    """GPUs the NVIDIA driver shows (a folder each in /proc/driver/nvidia/gpus), as many as
+    CUDA_VISIBLE_DEVICES leaves visible."""
+    folder = Path("/proc/driver/nvidia/gpus")
+    count = len(list(folder.iterdir())) if folder.is_dir() else 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = [v for v in visible.split(",") if v.strip()]
+        count = min(count, len(ids) if "-1" not in ids else ids.index("-1"))
+    return count
+
+
+def cpu_only_build() -> bool:
+    """Whether the Caffe that `make caffe` exposed in this environment is a CPU build."""
+    marker = Path(sys.prefix) / "caffe-build"
+    return marker.is_file() and Path(marker.read_text().strip()).name.startswith("cpu-")
+
+
+def gpu_device() -> int | None:
+    """The device pycaffe runs on: the first of PYTRIM_GPU, or None for the CPU."""
+    devices = gpu_devices()
+    return devices[0] if devices else None
+
+
+def gpu_flag() -> list[str]:
+    """`caffe train`'s --gpu option: every device of PYTRIM_GPU (Caffe trains on several of
+    one machine through NCCL, splitting each batch among them)."""
+    devices = gpu_devices()
+    return [f"--gpu={','.join(map(str, devices))}"] if devices else []
 
 
 def load_caffe() -> ModuleType:

@@ -13,6 +13,7 @@ everything the other criteria of pytrim.criteria read.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import numpy as np
 
 from pytrim.caffe_env import gpu_device
 from pytrim.data import Feed, batches, data_source
+from pytrim.distributed import wanted
 from pytrim.errors import BadInput, StatsMismatch
 from pytrim.files import sha256_file, together
 from pytrim.graph import Graph, Group, build_graph
@@ -245,6 +247,67 @@ def prepare(net_path: str | Path, layers: list[str] | None, tmp: Path, means: bo
     return run_path, groups, measure_plan(graph, groups, renames), folded
 
 
+@dataclass
+class Counts:
+    """What a pass over the images gave: zero counts and positions per blob, the images,
+    and the means consumers read (for folding)."""
+
+    zeros: dict[str, np.ndarray]
+    positions: dict[str, int]
+    images: int
+    means: dict[str, np.ndarray]
+
+
+def assemble(plan: dict[str, list[Point]], groups: dict[str, Group], counts: Counts) -> dict[str, LayerStats]:
+    """Per group its statistics, from the counts of the blobs it is measured at."""
+    stats = {}
+    for name, points in plan.items():
+        for p in points:
+            p.zeros = counts.zeros[p.blob][p.offset : p.offset + p.length].copy()
+            p.positions = counts.positions[p.blob]
+        group = groups[name]
+        members = group.producers + group.members
+        stats[name] = LayerStats(name, group.width, counts.images, points, members, group.blocks)
+    return stats
+
+
+def count_here(run_path: Path, weights: Path, data: Any, blobs: list[str], folded: dict, opts: dict) -> Counts:
+    """One pass in this process (host counting, or device counting with a statistics net)."""
+    from pytrim.fold import MeanSums
+
+    device = gpu_device() is not None if opts.get("device") is None else opts["device"]
+    counter = _counter(run_path, weights, blobs, device)
+    sums = MeanSums(counter.net, folded)
+    for take in batches(counter.net, data, "APoZ", opts.get("progress", True)):
+        counter.update(take)
+        sums.update(take)
+    return Counts(counter.zeros, counter.positions, counter.images, sums.means() if folded else {})
+
+
+def apoz_pass(net: Any, data: Any, options: dict[str, Any], first_batch: int = 0) -> dict[str, Any]:
+    """Zero counts of options["blobs"] and, per batch, the sums of options["folded"] (a
+    shard's pass; pytrim.shards.merge adds shards up)."""
+    from pytrim.fold import MeanSums
+
+    counter, sums = ZeroCounter(net, options["blobs"]), MeanSums(net, options["folded"], first_batch)
+    for take in batches(net, data, "APoZ", progress=False):
+        counter.update(take)
+        sums.update(take)
+    return {"zeros": counter.zeros, "positions": counter.positions, "images": counter.images, "means": sums.sums}
+
+
+def count_sharded(run_path: Path, weights: Path, data: Any, blobs: list[str], folded: dict, opts: dict) -> Counts:
+    """The same pass split into shards of whole batches, run by workers (pytrim.distributed)
+    and merged exactly."""
+    from pytrim.distributed import run_shards
+    from pytrim.shards import merge, shard_jobs
+
+    jobs = shard_jobs("collect", run_path, weights, data, {"blobs": blobs, "folded": folded})
+    merged = merge(run_shards(jobs, opts["workers"], opts.get("address"), "APoZ"))
+    means = {blob: np.asarray(total.total()) / merged["images"] for blob, total in merged["means"].items()}
+    return Counts(merged["zeros"], merged["positions"], merged["images"], means)
+
+
 def collect(
     net_path: str | Path,
     weights: str | Path,
@@ -254,36 +317,26 @@ def collect(
     device_counting: bool | None = None,
     feed: Feed | None = None,
     means: bool = False,
+    workers: int | None = None,
+    address: str | None = None,
 ) -> Stats:
     """Count zeros per channel of the groups of `layers` (default: every trimmable group).
 
     With `device_counting` (the default in GPU mode) Caffe counts inside a statistics copy
     of the net and only N x C fractions per blob reach the host. With `means`, the mean of
-    every blob their consumers read is kept too (for --fold-mean)."""
-    from pytrim.fold import MeanSums
-
+    every blob their consumers read is kept too (for --fold-mean). With `workers` (local Ray
+    workers) or `address` (a Ray cluster) the images are split among workers."""
     data = data_source(read_net(net_path), limit, feed)
-    device = gpu_device() is not None if device_counting is None else device_counting
+    opts = {"device": device_counting, "progress": progress, "workers": workers, "address": address}
+    count = count_sharded if wanted(workers, address) else count_here
+    start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="pytrim-collect-") as tmp:
         run_path, groups, plan, folded = prepare(net_path, layers, Path(tmp), means)
         blobs = list(dict.fromkeys(p.blob for points in plan.values() for p in points))
-        counter = _counter(run_path, Path(weights), blobs, device)
-    sums = MeanSums(counter.net, folded)
-    start = time.monotonic()
-    for take in batches(counter.net, data, "APoZ", progress):
-        counter.update(take)
-        sums.update(take)
-    stats = {}
-    for name, points in plan.items():
-        for p in points:
-            p.zeros = counter.zeros[p.blob][p.offset : p.offset + p.length].copy()
-            p.positions = counter.positions[p.blob]
-        group = groups[name]
-        members = group.producers + group.members
-        stats[name] = LayerStats(name, group.width, counter.images, points, members, group.blocks)
+        counts = count(run_path, Path(weights), data, blobs, folded, opts)
     source = {"net": str(net_path), "weights": str(weights), "data": str(data.source)}
-    seconds = time.monotonic() - start
-    return Stats(stats, sha256_file(weights), source, seconds, sums.means() if folded else {})
+    stats = assemble(plan, groups, counts)
+    return Stats(stats, sha256_file(weights), source, time.monotonic() - start, counts.means)
 
 
 def save_stats(stats: Stats, path: str | Path) -> Path:
@@ -405,28 +458,45 @@ class ExtraSums:
     positions of activation x gradient| (for an in-place ReLU the blob's diff is the gradient
     before the ReLU, whose product with the post-ReLU activation is the same); per input of
     each named layer (channel of a convolution, flattened input of an InnerProduct) the sum
-    of mean |x|."""
+    of mean |x|. Sums are per-batch float64 terms (OrderedSum: shards merge exactly)."""
 
-    def __init__(self, net: Any, blobs: list[str], bottoms: dict[str, tuple[str, bool]], taylor: bool) -> None:
+    def __init__(self, net: Any, blobs: list[str], bottoms: dict[str, tuple[str, bool]], taylor: bool,
+                 first_batch: int = 0) -> None:  # fmt: skip
+        from pytrim.shards import OrderedSum
+
         self.net, self.blobs, self.bottoms, self.taylor = net, blobs, bottoms, taylor
-        self.sums: dict[str, Any] = dict.fromkeys(blobs, 0.0)
-        self.products: dict[str, Any] = dict.fromkeys(blobs, 0.0)
-        self.inputs: dict[str, Any] = dict.fromkeys(bottoms, 0.0)
+        self.sums = {blob: OrderedSum(first_batch) for blob in blobs}
+        self.products = {blob: OrderedSum(first_batch) for blob in blobs}
+        self.inputs = {layer: OrderedSum(first_batch) for layer in bottoms}
 
     def update(self, take: int) -> None:
         for blob in self.blobs:
             data = self.net.blobs[blob].data[:take].reshape(take, self.net.blobs[blob].data.shape[1], -1)
-            self.sums[blob] = self.sums[blob] + np.maximum(data, 0).sum(axis=(0, 2))
+            self.sums[blob].add(np.maximum(data, 0).sum(axis=(0, 2), dtype=np.float64))
             if self.taylor:
                 grad = self.net.blobs[blob].diff[:take].reshape(data.shape)
-                self.products[blob] = self.products[blob] + np.abs((data * grad).mean(axis=2)).sum(axis=0)
+                self.products[blob].add(np.abs((data * grad).mean(axis=2)).sum(axis=0, dtype=np.float64))
         for layer, (bottom, conv) in self.bottoms.items():
             x = np.abs(self.net.blobs[bottom].data[:take])
             per_input = x.reshape(take, x.shape[1], -1).mean(axis=2) if conv else x.reshape(take, -1)
-            self.inputs[layer] = self.inputs[layer] + per_input.sum(axis=0)
+            self.inputs[layer].add(per_input.sum(axis=0, dtype=np.float64))
 
 
-def group_sums(points: list[Point], counter: ZeroCounter, extra: ExtraSums, width: int) -> dict[str, np.ndarray]:
+def criteria_pass(net: Any, data: Any, options: dict[str, Any], first_batch: int = 0) -> dict[str, Any]:
+    """Zero counts and ExtraSums over `data` (with a backward pass per batch for Taylor)."""
+    taylor = options["taylor"]
+    counter = ZeroCounter(net, options["blobs"])
+    extra = ExtraSums(net, options["blobs"], options["bottoms"], taylor, first_batch)
+    for take in batches(net, data, "statistics", progress=False):
+        if taylor:
+            net.backward()
+        counter.update(take)
+        extra.update(take)
+    sums = {"sums": extra.sums, "products": extra.products, "inputs": extra.inputs}
+    return {"zeros": counter.zeros, "positions": counter.positions, "images": counter.images, **sums}
+
+
+def group_sums(points: list[Point], counts: dict[str, Any], width: int) -> dict[str, np.ndarray]:
     """A group's zero counts, activation sums and Taylor sums per image and position (mean over
     the points that carry each channel), as one point with M = 1 would have them."""
     out = {key: np.zeros(width) for key in ("zeros", "sums", "taylor")}
@@ -434,10 +504,11 @@ def group_sums(points: list[Point], counter: ZeroCounter, extra: ExtraSums, widt
     for p in points:
         part = slice(p.start, p.start + p.length)
         here = slice(p.offset, p.offset + p.length)
-        m = counter.positions[p.blob]
-        out["zeros"][part] += counter.zeros[p.blob][here] / m
-        out["sums"][part] += np.asarray(extra.sums[p.blob])[here] / m
-        out["taylor"][part] += np.asarray(extra.products[p.blob])[here] if extra.taylor else 0.0
+        m = counts["positions"][p.blob]
+        out["zeros"][part] += counts["zeros"][p.blob][here] / m
+        out["sums"][part] += np.asarray(counts["sums"][p.blob].total())[here] / m
+        products = counts["products"][p.blob].total()
+        out["taylor"][part] += np.asarray(products)[here] if np.ndim(products) else 0.0
         count[part] += 1
     return {key: value / np.maximum(count, 1) for key, value in out.items()}
 
@@ -461,50 +532,62 @@ def collect_layer_data(
     taylor: bool = False,
     masks: dict[str, np.ndarray] | None = None,
     feed: Feed | None = None,
+    workers: int | None = None,
+    address: str | None = None,
 ) -> dict[str, Any]:
     """Everything the pruning criteria read (pytrim.criteria.LayerData), per layer, from one
     pass (and a backward pass per batch for `taylor`): the statistics of the layer's channel
-    group (none for a layer that cannot be trimmed, e.g. the classifier), its weights and the
+    group (none for a layer that cannot be trimmable, e.g. the classifier), its weights and the
     mean |x| of its inputs. `masks` (layer -> bool array of the weight's shape) are applied
-    to the weights first."""
-    from pytrim.criteria import LayerData
-    from pytrim.cut import group_of
-    from pytrim.errors import UnsupportedTopology
-
+    to the weights first. `workers`/`address` split the images among Ray workers."""
     net_param, graph = net_graph(net_path, allow_inexact=True)
     data = data_source(net_param, limit, feed)
-    groups = {}
-    for name in layers:
-        try:
-            groups[name] = group_of(graph, name)
-        except UnsupportedTopology:
-            pass
+    groups = layer_groups(graph, layers)
     plan = measure_plan(graph, groups, {})
     blobs = list(dict.fromkeys(p.blob for points in plan.values() for p in points))
     types = {layer.name: layer for layer in layers_in_phase(net_param, "TEST")}
     bottoms = {name: (types[name].bottom[0], types[name].type == "Convolution") for name in layers}
+    options = {"blobs": blobs, "bottoms": bottoms, "taylor": taylor, "masks": masks or {}}
     net = load_net(net_path, weights)
     for name, mask in (masks or {}).items():
         net.params[name][0].data[...] *= mask
-    counter, extra = ZeroCounter(net, blobs), ExtraSums(net, blobs, bottoms, taylor)
-    for take in batches(net, data, "statistics", progress=False):
-        if taylor:
-            net.backward()
-        counter.update(take)
-        extra.update(take)
-    result = {}
+    if wanted(workers, address):
+        from pytrim.distributed import run_shards
+        from pytrim.shards import merge, shard_jobs
+
+        jobs = shard_jobs("criteria", Path(net_path), Path(weights), data, options)
+        counts = merge(run_shards(jobs, workers, address, "statistics"))
+    else:
+        counts = criteria_pass(net, data, options)
+    return {name: layer_data(net, graph, name, groups, plan, counts, taylor) for name in layers}
+
+
+def layer_groups(graph: Graph, layers: list[str]) -> dict[str, Group]:
+    """The channel group of each layer that has one (not the classifier)."""
+    from pytrim.cut import group_of
+    from pytrim.errors import UnsupportedTopology
+
+    groups = {}
     for name in layers:
-        params = net.params[name]
-        sums = group_sums(plan[name], counter, extra, groups[name].width) if name in groups else {}
-        result[name] = LayerData(
-            weights=params[0].data.copy(),
-            bias=params[1].data.copy() if len(params) > 1 else None,
-            zeros=sums.get("zeros"),
-            positions=1,
-            images=counter.images,
-            activation_sum=sums.get("sums"),
-            taylor=sums.get("taylor") if taylor else None,
-            input_abs_mean=np.asarray(extra.inputs[name]) / counter.images,
-            l1=producer_l1(net, graph, groups[name]) if name in groups else None,
-        )
-    return result
+        with contextlib.suppress(UnsupportedTopology):
+            groups[name] = group_of(graph, name)
+    return groups
+
+
+def layer_data(net: Any, graph: Graph, name: str, groups: dict, plan: dict, counts: dict, taylor: bool) -> Any:
+    """One layer's LayerData from the pass's counts and the (masked) net's weights."""
+    from pytrim.criteria import LayerData
+
+    params = net.params[name]
+    sums = group_sums(plan[name], counts, groups[name].width) if name in groups else {}
+    return LayerData(
+        weights=params[0].data.copy(),
+        bias=params[1].data.copy() if len(params) > 1 else None,
+        zeros=sums.get("zeros"),
+        positions=1,
+        images=counts["images"],
+        activation_sum=sums.get("sums"),
+        taylor=sums.get("taylor") if taylor else None,
+        input_abs_mean=np.asarray(counts["inputs"][name].total()) / counts["images"],
+        l1=producer_l1(net, graph, groups[name]) if name in groups else None,
+    )

@@ -314,20 +314,51 @@ def task_key(task: Task, files: NetFiles, settings: Settings) -> dict[str, Any]:
     return json.loads(json.dumps(key))
 
 
-def finished_or_run(task: Task, nets: dict[str, NetFiles], data: Data, settings: Settings, out: Path) -> dict:
-    """A task's entry: from its result.json when the key matches (a rerun keeps what is
-    done), else computed now."""
+def finished(task: Task, files: NetFiles, settings: Settings, out: Path) -> dict[str, Any] | None:
+    """A task's entry from its result.json when the key matches (a rerun keeps what is done)."""
     from pytrim.files import read_json
 
-    files = nets[task.net]
-    result, key = out / task.folder / "result.json", task_key(task, files, settings)
+    result = out / task.folder / "result.json"
     if result.is_file():
         stored = read_json(result, "task result")
-        if stored.get("key") == key:
+        if stored.get("key") == task_key(task, files, settings):
             return stored["entry"]
+    return None
+
+
+def task_run(task: Task, files: NetFiles, data: Data, settings: Settings, out: Path) -> Any:
+    """The task as a child run (`python -m pytrim compare-task --spec FILE`, pytrim.sweep)."""
+    from pytrim.sweep import Run
+
+    spec = {"task": asdict(task), "files": asdict(files), "data": asdict(data), "settings": asdict(settings),
+            "out": str(out)}  # fmt: skip
+    folder = out / task.folder
+    write_json(folder / "spec.json", json_safe(spec))
+    return Run(task.folder, "compare-task", ["--spec", str(folder / "spec.json")], folder / "task.log")
+
+
+def json_safe(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value, default=str))
+
+
+def run_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run the task a spec describes (in a child process) and keep its result.json."""
+    task = Task(**spec["task"])
+    files = NetFiles(**{k: v if k == "name" else Path(v) for k, v in spec["files"].items()})
+    data = Data(**{k: Path(v) for k, v in spec["data"].items()})
+    settings = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["settings"].items()})
+    out = Path(spec["out"])
     entry = run_task(prepare(task, files, data, settings, out))
-    write_json(result, {"key": key, "entry": entry})
+    write_json(out / task.folder / "result.json", {"key": task_key(task, files, settings), "entry": entry})
     return entry
+
+
+def prepare_seeds(data: Data, settings: Settings, out: Path) -> None:
+    """Every seed's shuffled training data and sample, made before tasks run side by side."""
+    for seed in settings.seeds:
+        seed_data(data, settings, seed, out)
 
 
 def baselines(nets: dict[str, NetFiles], data: Data, out: Path) -> dict[str, dict[str, Any]]:
@@ -412,12 +443,45 @@ def plot(report: dict[str, Any], path: Path) -> Path:
     return path
 
 
-def write_report(entries: list[dict], bases: dict, settings: Settings, out: Path) -> dict[str, Any]:
+def write_report(entries: list[dict], bases: dict, settings: Settings, out: Path, failed: list | None = None) -> dict:
     from pytrim.files import write_atomic
 
     report = {"note": REPORT_NOTE, "settings": asdict(settings), "baselines": bases, "entries": entries,
-              "summary": summary(entries)}  # fmt: skip
+              "summary": summary(entries), "failed": failed or []}  # fmt: skip
     write_json(out / "report.json", report)
     write_atomic(out / "report.md", markdown(report))
     plot(report, out / "accuracy_vs_compression.png")
+    return report
+
+
+def run_comparison(nets: dict[str, NetFiles], data: Data, tasks: list[Task], settings: Settings, out: Path,
+                   workers: int | None = None, address: str | None = None, log: Callable = print) -> dict:  # fmt: skip
+    """Every task's entry (finished ones kept, the others run as a sweep: one after another,
+    or side by side on Ray workers), the report written as tasks end. Tasks that fail are
+    listed in the report and then fail the command; the others are kept."""
+    from pytrim.sweep import sweep
+
+    bases = baselines(nets, data, out)
+    prepare_seeds(data, settings, out)
+    entries = {task: finished(task, nets[task.net], settings, out) for task in tasks}
+    todo = {task.folder: task for task, entry in entries.items() if entry is None}
+    failed: list[dict[str, Any]] = []
+
+    def done(outcome: Any) -> None:
+        task = todo[outcome.run.label]
+        if outcome.error:
+            failed.append({"task": task.folder, "error": outcome.error, "node": outcome.node})
+            log(f"{task.folder}: FAILED on {outcome.node}: {outcome.error}")
+        else:
+            entries[task] = outcome.result
+            log(f"{task.folder}: {outcome.result['compression']:.2f}x, top-1 {outcome.result['top1']:.2%}")
+        write_report([e for e in entries.values() if e], bases, settings, out, failed)
+
+    runs = [task_run(task, nets[task.net], data, settings, out) for task in todo.values()]
+    sweep(runs, workers, address, done)
+    report = write_report([e for e in entries.values() if e], bases, settings, out, failed)
+    if failed:
+        first = failed[0]
+        raise StepFailed(f"{len(failed)} of {len(tasks)} tasks failed (the others are in the report); "
+                         f"{first['task']}: {first['error']}")  # fmt: skip
     return report

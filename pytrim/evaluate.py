@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from pytrim.data import Feed, batches, data_source
+from pytrim.distributed import wanted
 from pytrim.errors import BadInput
 from pytrim.netcheck import load_net
 from pytrim.protoutil import layers_in_phase, read_net
@@ -58,27 +59,47 @@ def output_blob(net: Any) -> str:
     raise BadInput("the net has no output with class scores")
 
 
+def hits_pass(net: Any, data: Any, options: dict[str, Any], first_batch: int = 0) -> dict[str, Any]:
+    """Top-1/top-5 hits of options["scores"] over `data` (labels from the net's label blob, or
+    from the feed for a deploy net)."""
+    hits1 = hits5 = seen = classes = 0
+    for take in batches(net, data, "evaluate", options.get("progress", False)):
+        scores = net.blobs[options["scores"]].data[:take]
+        labels = net.blobs[data.label_blob].data[:take] if data.reader is None else np.asarray(data.labels)
+        classes = scores.reshape(take, -1).shape[1]
+        hits1 += topk_hits(scores, labels, 1)
+        hits5 += topk_hits(scores, labels, 5) if classes >= 5 else 0
+        seen += take
+    return {"hits1": hits1, "hits5": hits5, "images": seen, "classes": classes}
+
+
 def evaluate(
     net_path: str | Path,
     weights: str | Path,
     limit: int | None = None,
     progress: bool = True,
     feed: Feed | None = None,
+    workers: int | None = None,
+    address: str | None = None,
 ) -> Accuracy:
     """Score every image of the net's TEST data once (or the first `limit`); a deploy net's
-    images and labels come from `feed`."""
+    images and labels come from `feed`. `workers`/`address` split the images among Ray
+    workers (hit counts add up exactly)."""
     net_param = read_net(net_path)
     data = data_source(net_param, limit, feed)
     if data.reader is None and data.label_blob is None:
         raise BadInput(f"{net_path}: the TEST data layer {data.layer!r} has no label top")
-    net = load_net(net_path, weights)
-    scores_blob = find_scores(net_param, data.label_blob) if data.reader is None else output_blob(net)
-    hits1 = hits5 = seen = classes = 0
-    for take in batches(net, data, "evaluate", progress):
-        scores = net.blobs[scores_blob].data[:take]
-        labels = net.blobs[data.label_blob].data[:take] if data.reader is None else np.asarray(data.labels)
-        classes = scores.reshape(take, -1).shape[1]
-        hits1 += topk_hits(scores, labels, 1)
-        hits5 += topk_hits(scores, labels, 5) if classes >= 5 else 0
-        seen += take
-    return Accuracy(top1=hits1 / seen, top5=hits5 / seen if classes >= 5 else None, images=seen)
+    if wanted(workers, address):
+        from pytrim.distributed import run_shards
+        from pytrim.shards import merge, shard_jobs
+
+        jobs = shard_jobs(
+            "evaluate", Path(net_path), Path(weights), data, {"scores": find_scores(net_param, data.label_blob)}
+        )
+        hits = merge(run_shards(jobs, workers, address, "evaluate"))
+    else:
+        net = load_net(net_path, weights)
+        scores = find_scores(net_param, data.label_blob) if data.reader is None else output_blob(net)
+        hits = hits_pass(net, data, {"scores": scores, "progress": progress})
+    seen, top5 = hits["images"], hits["classes"] >= 5
+    return Accuracy(top1=hits["hits1"] / seen, top5=hits["hits5"] / seen if top5 else None, images=seen)

@@ -31,22 +31,25 @@ def mean_blobs(graph: Graph, groups: list[Group]) -> dict[str, str]:
 
 
 class MeanSums:
-    """Sums, over images, of the blobs consumers read (per channel or per element)."""
+    """Sums, over images, of the blobs consumers read (per channel or per element), kept as
+    per-batch terms (pytrim.shards.OrderedSum: shards merge into exactly the same sums)."""
 
-    def __init__(self, net: Any, blobs: dict[str, str]) -> None:
+    def __init__(self, net: Any, blobs: dict[str, str], first_batch: int = 0) -> None:
+        from pytrim.shards import OrderedSum
+
         self.net, self.blobs = net, blobs
-        self.sums: dict[str, Any] = dict.fromkeys(blobs, 0.0)
+        self.sums = {blob: OrderedSum(first_batch) for blob in blobs}
         self.images = 0
 
     def update(self, take: int) -> None:
         for blob, kind in self.blobs.items():
             data = self.net.blobs[blob].data[:take].reshape(take, self.net.blobs[blob].data.shape[1], -1)
             per = data.mean(axis=2) if kind == "channel" else data.reshape(take, -1)
-            self.sums[blob] = self.sums[blob] + per.sum(axis=0, dtype=np.float64)
+            self.sums[blob].add(per.sum(axis=0, dtype=np.float64))
         self.images += take
 
     def means(self) -> dict[str, np.ndarray]:
-        return {blob: np.asarray(total) / self.images for blob, total in self.sums.items()}
+        return {blob: np.asarray(total.total()) / self.images for blob, total in self.sums.items()}
 
 
 def contribution(weights: np.ndarray, use: Use, removed: np.ndarray, mean: np.ndarray) -> np.ndarray | None:

@@ -134,9 +134,10 @@ def run_step(
     log: Path,
     what: str | None = None,
     timeout: float | None = None,
+    env: dict[str, str | None] | None = None,
 ) -> ChildResult:
     """Run pytrim's own command `python -m pytrim <command> ... --result FILE` as a child and
-    return what it wrote to FILE (the command's JSON result)."""
+    return what it wrote to FILE (the command's JSON result); `env` adds to its environment."""
     with tempfile.TemporaryDirectory(prefix="pytrim-") as tmp:
         result_file = Path(tmp) / "result.json"
         done = run_child(
@@ -144,7 +145,7 @@ def run_step(
             log,
             what or command,
             timeout=timeout,
-            env={"GLOG_minloglevel": "2"},
+            env={"GLOG_minloglevel": "2", **(env or {})},
         )
         if not result_file.is_file():
             raise StepFailed(f"{what or command} wrote no result (log: {log})")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytrim.caffe_env import caffe_pb2, caffe_tool, gpu_device
+from pytrim.caffe_env import caffe_pb2, caffe_tool, gpu_flag
 from pytrim.errors import BadInput, CaffeCrashed, TrainingDiverged
 from pytrim.files import together
 from pytrim.protoutil import read_solver, write_text
@@ -115,6 +115,7 @@ def train(
     or other fields if given) and move the final weights to `out_caffemodel`."""
     from pytrim.runner import run_child
 
+    gpu = gpu_flag()  # a GPU that does not exist fails here, before anything is written
     out_caffemodel = Path(out_caffemodel)
     workdir = Path(workdir) if workdir else out_caffemodel.with_suffix(".train")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -132,7 +133,7 @@ def train(
     if weights is not None and not Path(weights).is_file():
         raise BadInput(f"initial weights not found: {weights}")
     args = [caffe_tool("caffe"), "train", f"--solver={workdir / 'solver.prototxt'}"]
-    args += [f"--gpu={gpu_device()}"] if gpu_device() is not None else []
+    args += gpu
     args += [f"--weights={weights}"] if weights is not None else []
     watcher = LogWatcher(solver.max_iter, progress, workdir / "train.log")
     start = time.monotonic()

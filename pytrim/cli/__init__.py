@@ -137,3 +137,11 @@ def fold_of(args: argparse.Namespace) -> dict | None:
     if not means:
         raise BadInput(f"--fold-mean {args.fold_mean}: it holds no means (collect it with --means)")
     return means
+
+
+def add_workers(parser: argparse.ArgumentParser) -> None:
+    """--workers / --ray-address: run the work on Ray (pytrim.distributed)."""
+    parser.add_argument("--workers", type=int, help="split the work among N local Ray workers (one core each)")
+    parser.add_argument(
+        "--ray-address", help="run on an existing Ray cluster, HOST:PORT of its head (or set RAY_ADDRESS)"
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pytrim.cli import add_common, add_data, feed_of, finish, names, parser
+from pytrim.cli import add_common, add_data, add_workers, feed_of, finish, names, parser
 from pytrim.collect import collect, histograms, save_stats, table
 from pytrim.files import check_outputs
 from pytrim.upgrade import current_format
@@ -25,11 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plots", type=Path, help="folder for one APoZ histogram PNG per layer")
     p.add_argument("--means", action="store_true", help="also keep the means consumers read (for cut --fold-mean)")
     add_data(p)
+    add_workers(p)
     add_common(p)
     args = p.parse_args(argv)
     check_outputs({"--net": args.net, "--weights": args.weights}, {"--out": args.out, "--plots": args.plots})
     net, weights = current_format(args.net, "net"), current_format(args.weights, "weights")
-    stats = collect(net, weights, names(args.layers), args.limit, not args.quiet, feed=feed_of(args), means=args.means)
+    feed, sharding = feed_of(args), {"workers": args.workers, "address": args.ray_address}
+    stats = collect(
+        net, weights, names(args.layers), args.limit, not args.quiet, feed=feed, means=args.means, **sharding
+    )
     save_stats(stats, args.out)
     if args.plots:
         histograms(stats, args.plots)

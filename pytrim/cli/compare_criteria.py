@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pytrim.cli import add_common, finish, names, parser
-from pytrim.compare import Data, NetFiles, Settings, all_tasks, baselines, finished_or_run, markdown, write_report
+from pytrim.cli import add_common, add_workers, finish, names, parser
+from pytrim.compare import Data, NetFiles, Settings, all_tasks, markdown, run_comparison
 from pytrim.criteria import CONNECTION, UNIT
 from pytrim.errors import BadInput
 from pytrim.files import shipped
@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--select-every", type=int, default=d.select_every, help="validation checks while retraining")
     p.add_argument("--data", type=Path, default=Path("data/lenet"), help="train/val/test LMDBs (data/lenet)")
     p.add_argument("--out", type=Path, default=Path("runs/lenet-compare"))
+    add_workers(p)
     add_common(p)
     args = p.parse_args(argv)
     settings = settings_of(args)
@@ -73,15 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     nets = {n: net_files(n, *NETS[n]) for n in names(args.nets) or []}
     data = Data(args.data / "train_lmdb", args.data / "val_lmdb", args.data / "test_lmdb")
     tasks = all_tasks(list(nets), names(args.criteria) or [], settings)
-    bases = baselines(nets, data, args.out)
-    entries = []
-    for number, task in enumerate(tasks, 1):
-        entries.append(finished_or_run(task, nets, data, settings, args.out))
-        e = entries[-1]
-        if not args.quiet:
-            print(f"[{number}/{len(tasks)}] {task.folder}: {e['compression']:.2f}x, top-1 {e['top1']:.2%}", flush=True)
-        write_report(entries, bases, settings, args.out)
-    report = write_report(entries, bases, settings, args.out)
+    say = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
+    report = run_comparison(nets, data, tasks, settings, args.out, args.workers, args.ray_address, say)
     finish(args, report)
     print(markdown(report))
     return 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pytrim.cli import add_common, add_data, feed_of, finish, parser
+from pytrim.cli import add_common, add_data, add_workers, feed_of, finish, parser
 from pytrim.evaluate import evaluate
 from pytrim.upgrade import current_format
 
@@ -19,10 +19,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", type=Path, required=True, help="caffemodel")
     p.add_argument("--limit", type=int, help="score only the first N images")
     add_data(p)
+    add_workers(p)
     add_common(p)
     args = p.parse_args(argv)
     net, weights = current_format(args.net, "net"), current_format(args.weights, "weights")
-    accuracy = evaluate(net, weights, limit=args.limit, progress=not args.quiet, feed=feed_of(args))
+    sharding = {"workers": args.workers, "address": args.ray_address}
+    accuracy = evaluate(net, weights, limit=args.limit, progress=not args.quiet, feed=feed_of(args), **sharding)
     finish(args, accuracy.to_json())
     top5 = f", top-5 {accuracy.top5:.2%}" if accuracy.top5 is not None else ""
     stderr = f" (standard error {100 * accuracy.top1_stderr:.2f} points)"

@@ -295,12 +295,12 @@ if [ "$CUDA" = 1 ]; then
   # /usr/local/cuda has nvcc and the runtime but not cuBLAS/cuRAND: take them from PyPI's
   # NVIDIA wheels, installed into the build's own folder.
   DEPS_DIR="$BUILD_ROOT/cuda-libs"
-  say "installing cuBLAS/cuRAND wheels into $DEPS_DIR"
+  say "installing cuBLAS/cuRAND/NCCL wheels into $DEPS_DIR"
   "$PYTHON" -m pip install -q --no-deps --target "$DEPS_DIR" -r "$CUDA_REQS" \
     || die "could not install $CUDA_REQS"
   # CUDA 13 wheels put both libraries under nvidia/cu13; older ones under nvidia/<name>.
   NV_DIRS=()
-  for d in "$DEPS_DIR"/nvidia/cu13 "$DEPS_DIR"/nvidia/cublas "$DEPS_DIR"/nvidia/curand; do
+  for d in "$DEPS_DIR"/nvidia/cu13 "$DEPS_DIR"/nvidia/cublas "$DEPS_DIR"/nvidia/curand "$DEPS_DIR"/nvidia/nccl; do
     [ -d "$d/lib" ] && NV_DIRS+=("$d")
   done
   [ ${#NV_DIRS[@]} -gt 0 ] || die "no NVIDIA libraries found in $DEPS_DIR"
@@ -318,6 +318,8 @@ if [ "$CUDA" = 1 ]; then
   done
   ls "$DEPS_DIR"/nvidia/*/lib/libcublas.so >/dev/null 2>&1 || die "libcublas not found in $DEPS_DIR"
   ls "$DEPS_DIR"/nvidia/*/lib/libcurand.so >/dev/null 2>&1 || die "libcurand not found in $DEPS_DIR"
+  NCCL_ROOT="$DEPS_DIR/nvidia/nccl"
+  [ -f "$NCCL_ROOT/include/nccl.h" ] && [ -e "$NCCL_ROOT/lib/libnccl.so" ] || die "NCCL not found in $DEPS_DIR"
   # Without a GPU, FindCUDA's automatic architecture list falls back to arches nvcc 13
   # rejects: name them. nvcc 13 hides kernels defined in libcaffe from other binaries (the
   # test binary) unless told not to.
@@ -325,7 +327,10 @@ if [ "$CUDA" = 1 ]; then
   ARCH_PTX="${CUDA_ARCH##* }"
   NVCC_FLAGS="-static-global-template-stub=false;-device-entity-has-hidden-visibility=false$NVCC_INC"
   CMAKE_ARGS+=(
-    -DCPU_ONLY=OFF -DUSE_CUDNN=OFF -DUSE_NCCL=OFF
+    -DCPU_ONLY=OFF -DUSE_CUDNN=OFF
+    # NCCL for `caffe train --gpu 0,1,...` (several GPUs of one machine); found at run time
+    # through the RPATH (the link directories), like cuBLAS.
+    -DUSE_NCCL=ON -DNCCL_INCLUDE_DIR="$NCCL_ROOT/include" -DNCCL_LIBRARIES="$NCCL_ROOT/lib/libnccl.so"
     -DCUDA_TOOLKIT_ROOT_DIR="$CUDA_ROOT"
     -DCUDA_ARCH_NAME=Manual -DCUDA_ARCH_BIN="$ARCH_BIN" -DCUDA_ARCH_PTX="$ARCH_PTX"
     -DCUDA_NVCC_FLAGS="$NVCC_FLAGS"

@@ -1,0 +1,201 @@
+"""Ray: statistics and evaluation split into shards and merged exactly, a worker killed and
+retried, a two-node cluster, a sweep with a failing task, bad addresses; and PYTRIM_GPU's
+--gpu flag for several devices.
+
+The single-process references run as children with one BLAS thread, as every Ray worker
+does: OpenBLAS's multi-threaded GEMM adds in another order, which changes float sums in
+their last bits (pytrim.distributed says so)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from conftest import ROOT, assert_one_line_error, files_under, pytrim
+from test_criteria import tiny_setup
+
+ONE_THREAD = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+
+
+def h5_arrays(path: Path) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {}
+    with h5py.File(path) as f:
+        f.visititems(lambda name, item: arrays.update({name: item[()]}) if isinstance(item, h5py.Dataset) else None)
+    return arrays
+
+
+def assert_same_arrays(one: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> None:
+    assert one.keys() == other.keys() and len(one) >= 4
+    for key, array in one.items():
+        assert np.array_equal(array, other[key]), key  # equal, not close
+
+
+def reference_stats(small_net: dict[str, Path], out: Path) -> dict[str, np.ndarray]:
+    result = pytrim("collect", "--net", small_net["net"], "--weights", small_net["weights"], "--out", out,
+                    "--means", "--quiet", env=ONE_THREAD)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    return h5_arrays(out)
+
+
+@pytest.fixture
+def local_ray():
+    """A local Ray with three worker slots, started by the test (pytrim uses it as it is)."""
+    import ray
+
+    from pytrim.distributed import single_threaded
+
+    with single_threaded():
+        ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+def test_ordered_sums_do_not_depend_on_the_split() -> None:
+    from pytrim.shards import OrderedSum
+
+    rng = np.random.default_rng(0)
+    terms = [rng.standard_normal(7) * 10.0 ** rng.integers(-8, 8) for _ in range(150)]  # > 2 chunks
+    whole = OrderedSum()
+    for term in terms:
+        whole.add(term)
+    for cuts in ([0, 150], [0, 1, 64, 100, 129, 150], [0, 63, 65, 150]):
+        merged = OrderedSum()
+        for a, b in itertools.pairwise(cuts):
+            part = OrderedSum(a)
+            for term in terms[a:b]:
+                part.add(term)
+            merged.extend(part)
+        assert np.array_equal(merged.total(), whole.total())
+
+
+def test_shards_merge_into_the_single_process_numbers(small_net: dict[str, Path], local_ray, tmp_path: Path) -> None:
+    from pytrim.collect import collect, collect_layer_data, save_stats
+    from pytrim.evaluate import evaluate
+    from pytrim.shards import shard_ranges
+
+    assert shard_ranges(25, 10, 3) == [(0, 10), (10, 20), (20, 25)]  # the last is shorter than a batch
+    net, weights = small_net["net"], small_net["weights"]
+    save_stats(collect(net, weights, means=True, workers=3, progress=False), tmp_path / "three.h5")
+    assert_same_arrays(reference_stats(small_net, tmp_path / "one.h5"), h5_arrays(tmp_path / "three.h5"))
+    # Every statistic the criteria read (Taylor's backward pass included).
+    layers = ["conv1", "conv2", "ip1"]
+    code = (f"import numpy as np; from pytrim.collect import collect_layer_data as c; d = c({str(net)!r}, "
+            f"{str(weights)!r}, {layers!r}, taylor=True); np.savez({str(tmp_path / 'one.npz')!r}, "
+            "**{f'{n}.{k}': getattr(v, k) for n, v in d.items() for k in ('zeros', 'activation_sum', "
+            "'taylor', 'input_abs_mean')})")  # fmt: skip
+    subprocess.run([sys.executable, "-c", code], env=ONE_THREAD, cwd=ROOT, check=True)
+    one = np.load(tmp_path / "one.npz")
+    three = collect_layer_data(net, weights, layers, taylor=True, workers=3)
+    for key in one.files:
+        name, _, field = key.partition(".")
+        assert np.array_equal(one[key], getattr(three[name], field)), key
+    # Hit counts.
+    done = pytrim("evaluate", "--net", net, "--weights", weights, "--quiet", "--result", tmp_path / "r.json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    alone, split = json.loads((tmp_path / "r.json").read_text()), evaluate(net, weights, progress=False, workers=3)
+    assert (split.top1, split.top5, split.images) == (alone["top1"], alone["top5"], alone["images"])
+    assert split.images == 25
+
+
+def test_a_killed_worker_is_retried(small_net: dict[str, Path], tmp_path: Path) -> None:
+    marker = tmp_path / "killed"
+    env = {**ONE_THREAD, "PYTRIM_TEST_KILL_ONCE": str(marker)}
+    result = pytrim("collect", "--net", small_net["net"], "--weights", small_net["weights"], "--out",
+                    tmp_path / "two.h5", "--means", "--quiet", "--workers", "2", env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert marker.exists()  # a worker died on its shard, and the shard ran again
+    assert_same_arrays(reference_stats(small_net, tmp_path / "one.h5"), h5_arrays(tmp_path / "two.h5"))
+
+
+def test_a_two_node_cluster(small_net: dict[str, Path], tmp_path: Path) -> None:
+    from ray.cluster_utils import Cluster
+
+    from pytrim.collect import collect, save_stats
+    from pytrim.distributed import single_threaded
+
+    with single_threaded():
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+        cluster.add_node(num_cpus=1)
+    try:
+        cluster.wait_for_nodes()
+        stats = collect(small_net["net"], small_net["weights"], means=True, progress=False, address=cluster.address)
+    finally:
+        cluster.shutdown()
+    save_stats(stats, tmp_path / "nodes.h5")
+    assert_same_arrays(reference_stats(small_net, tmp_path / "one.h5"), h5_arrays(tmp_path / "nodes.h5"))
+
+
+def test_a_worker_that_cannot_read_the_weights_names_its_node(small_net: dict[str, Path], local_ray) -> None:
+    from pytrim.data import data_source
+    from pytrim.distributed import connected, run_remote
+    from pytrim.errors import StepFailed
+    from pytrim.protoutil import read_net
+    from pytrim.shards import run_shard, shard_jobs
+
+    data = data_source(read_net(small_net["net"]))
+    jobs = shard_jobs("evaluate", small_net["net"], small_net["weights"], data, {"scores": "ip2"})(3)
+    jobs[1].weights_sha256 = "0" * 64  # another file at the same path on that node
+    jobs[2].source = "/nonexistent/lmdb"
+    with pytest.raises(StepFailed) as failed:
+        run_remote(connected(local_ray), run_shard, jobs, "evaluate", lambda job: f"records {job.start}-{job.end}")
+    message = str(failed.value)
+    assert "records 10-20 failed on" in message and str(small_net["weights"]) in message and "differ" in message
+
+
+def test_a_sweep_keeps_going_past_a_failing_task(small_net: dict[str, Path], tmp_path: Path) -> None:
+    from pytrim.compare import Settings, Task, run_comparison
+    from pytrim.errors import StepFailed
+
+    nets, data = tiny_setup(small_net, tmp_path)
+    settings = Settings(budget=10, rounds=2, stats_images=20, select_every=5, seeds=(0,), verify_tol=-1.0)
+    tasks = [Task("small", "l1", 0.5, 0), Task("small", "magnitude", 1.0, 0)]  # l1's cut cannot verify
+    with pytest.raises(StepFailed, match="1 of 2 tasks failed"):
+        run_comparison(nets, data, tasks, settings, tmp_path / "cmp", workers=2, log=lambda line: None)
+    report = json.loads((tmp_path / "cmp/report.json").read_text())
+    assert [e["criterion"] for e in report["entries"]] == ["magnitude"]
+    (failed,) = report["failed"]
+    assert failed["task"] == "small/l1/0.5/seed0" and "does not verify" in failed["error"] and failed["node"]
+    assert (tmp_path / "cmp/small/magnitude/1/seed0/result.json").is_file()
+
+
+def test_an_unreachable_cluster_fails_fast(small_net: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    for address, needle in (("127.0.0.1:9", "cannot be reached"), ("no-port", "expected HOST:PORT")):
+        start = time.monotonic()
+        result = pytrim("collect", "--net", small_net["net"], "--weights", small_net["weights"], "--out",
+                        out / "s.h5", "--ray-address", address)  # fmt: skip
+        assert time.monotonic() - start < 30
+        assert_one_line_error(result, address, needle)
+    assert files_under(out) == []
+
+
+def test_the_gpu_flag_names_every_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytrim import caffe_env
+    from pytrim.errors import BadInput
+
+    monkeypatch.setattr(caffe_env, "gpu_count", lambda: 4)
+    monkeypatch.setattr(caffe_env, "cpu_only_build", lambda: False)
+    for value, flag, first in (("0,1,2,3", ["--gpu=0,1,2,3"], 0), ("2", ["--gpu=2"], 2), ("", [], None)):
+        monkeypatch.setenv("PYTRIM_GPU", value)
+        assert (caffe_env.gpu_flag(), caffe_env.gpu_device()) == (flag, first)
+    for bad in ("0,0", "1;2", "4"):
+        monkeypatch.setenv("PYTRIM_GPU", bad)
+        with pytest.raises(BadInput, match="PYTRIM_GPU"):
+            caffe_env.gpu_flag()
+
+
+def test_a_missing_gpu_fails_before_training(small_net: dict[str, Path], tmp_path: Path) -> None:
+    nets, _ = tiny_setup(small_net, tmp_path)
+    out = tmp_path / "trained"
+    result = pytrim("train", "--solver", nets["small"].finetune_solver, "--out", out / "t.caffemodel",
+                    env={**os.environ, "PYTRIM_GPU": "0,7"})  # fmt: skip
+    assert_one_line_error(result, "PYTRIM_GPU=0,7", "no GPU")
+    assert files_under(out) == []
