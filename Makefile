@@ -8,7 +8,7 @@ CUDA_ARCH ?= 90
 DATASET ?= fashion-mnist
 CAFFE_FLAGS := $(if $(filter 1,$(CUDA)),--cuda --cuda-arch "$(CUDA_ARCH)",)
 
-.PHONY: help venv caffe caffe-deps caffe-cpp-tests fresh-check lenet-data lenet-baseline lenet-trim vgg16-trim vgg16-synthetic synthetic coverage lenet-compare lenet-relief bench test lint clean
+.PHONY: help venv caffe caffe-deps caffe-cpp-tests fresh-check lenet-data lenet-baseline lenet-trim vgg16-trim vgg16-synthetic synthetic coverage lenet-compare lenet-relief bench bench-scale test lint clean
 
 help:
 	@echo "make caffe            build Caffe from source (cached) and expose it in $(VENV)"
@@ -23,6 +23,7 @@ help:
 	@echo "make lenet-compare    pruning criteria compared on LeNet-5 and LeNet-300-100 (COMPARE_ARGS=...)"
 	@echo "make lenet-relief     NN Relief iterated as its authors run it (RELIEF_ARGS=...)"
 	@echo "make bench            APoZ collection overhead vs a bare forward pass"
+	@echo "make bench-scale      statistics and a criteria sweep on 1 and 2 Ray workers (runs/bench/scale.json)"
 	@echo "make test             run the test suite"
 	@echo "make lint             ruff"
 
@@ -105,6 +106,10 @@ lenet-relief: lenet-data
 bench: lenet-data
 	@$(MAKE) --no-print-directory $(LENET_MODEL)
 	$(PY) tools/bench_apoz.py --net prototxt/lenet/train_val.prototxt --weights $(LENET_MODEL) --out runs/bench/apoz_overhead.json
+
+bench-scale: lenet-data
+	@$(MAKE) --no-print-directory $(LENET_MODEL) $(LENET300_MODEL)
+	$(PY) tools/bench_scale.py --weights $(LENET_MODEL) $(SCALE_ARGS)
 
 test: caffe caffe-cpp-tests
 	$(PY) -m pytest $(PYTEST_ARGS)

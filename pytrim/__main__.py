@@ -25,6 +25,7 @@ COMMANDS = {
     "relief": ("relief", "NN Relief iterated as its authors run it, on LeNet-300-100 and LeNet-5"),
     "overlap": ("overlap", "do two samples choose the same neurons?"),
     "bench-apoz": ("bench_apoz", "APoZ collection vs a bare forward pass"),
+    "bench-scale": ("bench_scale", "benchmark: statistics and a sweep on 1 and 2 Ray workers"),
     "coverage": ("coverage", "benchmark: what pytrim can trim in the model-zoo nets (filler weights, full size)"),
     "vgg16": ("vgg16", "the paper's VGG-16 run, and its synthetic stand-in"),
     "synthetic": ("synthetic", "any net end to end on filler weights: coverage, time and memory per step"),

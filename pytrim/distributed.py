@@ -82,7 +82,8 @@ def session(workers: int | None, address: str | None) -> Iterator[Session]:
         ray.init(address=address, runtime_env={"env_vars": SINGLE_THREAD}, **options)
     else:
         with single_threaded():  # local workers inherit the environment Ray starts with
-            ray.init(num_cpus=max(1, workers or 1), include_dashboard=False, **options)
+            # "local": a Ray of its own even when another one runs on this machine
+            ray.init(address="local", num_cpus=max(1, workers or 1), include_dashboard=False, **options)
     try:
         yield connected(ray)
     finally:

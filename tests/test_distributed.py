@@ -53,7 +53,7 @@ def local_ray():
     from pytrim.distributed import single_threaded
 
     with single_threaded():
-        ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield ray
     ray.shutdown()
 
