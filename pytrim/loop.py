@@ -180,8 +180,10 @@ def finish(run: Run, final: Nets) -> None:
         scratch(run, final.net)
 
 
-def run_schedule(schedule: Schedule, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run (or resume) a schedule in its output folder, holding the folder's lock."""
+def run_schedule(schedule: Schedule, progress: bool = True, log: Callable[[str], None] = print,
+                 sharding: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Run (or resume) a schedule in its output folder, holding the folder's lock; `sharding`
+    (--workers N / --ray-address A) splits its statistics and evaluations among Ray workers."""
     s = schedule
     # Old-format (V0/V1) inputs are upgraded with Caffe's tools into pytrim's cache.
     s.net, s.deploy = current_format(s.net, "net", log), current_format(s.deploy, "net", log)
@@ -190,7 +192,7 @@ def run_schedule(schedule: Schedule, progress: bool = True, log: Callable[[str],
     check_inputs(s)
     claim_run_folder(s.out, "trim")
     with FolderLock(s.out):
-        run = Run(s, progress, log)
+        run = Run(s, progress, log, sharding)
         if run.state.resumed:
             log(f"resuming from {run.state.path}")
         base = baseline(run)

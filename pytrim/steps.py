@@ -65,8 +65,10 @@ class Iteration:
 class Run:
     """A schedule being run: its state, its log and how its steps are keyed and launched."""
 
-    def __init__(self, schedule: Schedule, progress: bool = True, log: Callable[[str], None] = print) -> None:
+    def __init__(self, schedule: Schedule, progress: bool = True, log: Callable[[str], None] = print,
+                 sharding: list[str] | None = None) -> None:  # fmt: skip
         self.s, self.progress, self.log = schedule, progress, log
+        self.sharding = sharding or []  # --workers/--ray-address for the passes over images (not in keys)
         self.state = RunState(schedule.out, log)
 
     def step(
@@ -83,7 +85,8 @@ class Run:
         return self.state.step(record, name, step_key(kind, settings, inputs), run, outputs, label or name)
 
     def child(self, command: str, args: list[str], log: Path, what: str) -> dict[str, Any]:
-        return run_step(command, [*args, "--quiet"], log, what).result
+        sharding = self.sharding if command in ("collect", "evaluate", "score") else []
+        return run_step(command, [*args, *sharding, "--quiet"], log, what).result
 
     def on(self, net: Path, source: Path | None, kind: str) -> Path:
         """`net` reading `source` as its TEST data (the validation split, the statistics data),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pytrim.cli import add_common, add_data, feed_of, finish, names, parser
+from pytrim.cli import add_common, add_data, add_workers, feed_of, finish, names, parser
 from pytrim.collect import collect_layer_data
 from pytrim.criteria import UNIT, unit_scores
 from pytrim.files import check_outputs, together
@@ -28,12 +28,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="random: the seed")
     p.add_argument("--out", type=Path, required=True, help=".npz of layer -> scores")
     add_data(p)
+    add_workers(p)
     add_common(p)
     args = p.parse_args(argv)
     check_outputs({"--net": args.net, "--weights": args.weights}, {"--out": args.out})
     net, weights = current_format(args.net, "net"), current_format(args.weights, "weights")
     layers = names(args.layers) or []
-    data = collect_layer_data(net, weights, layers, args.limit, args.criterion == "taylor", feed=feed_of(args))
+    sharding = {"workers": args.workers, "address": args.ray_address}
+    data = collect_layer_data(
+        net, weights, layers, args.limit, args.criterion == "taylor", feed=feed_of(args), **sharding
+    )
     scores = {name: unit_scores(args.criterion, data[name], seed=args.seed) for name in layers}
     with together([args.out]) as (partial,), partial.open("wb") as handle:
         np.savez(handle, **scores)

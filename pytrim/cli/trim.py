@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pytrim.cli import add_common, finish, parser
+from pytrim.cli import add_common, add_workers, finish, parser
 from pytrim.files import check_outputs, remove_run_folder
 from pytrim.loop import run_schedule
 from pytrim.report import markdown, write
@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--allow-inexact", action="store_true", help="cut through LRN across channels (deviation reported)")
     p.add_argument("--fold-mean", action="store_true", help="fold removed channels' means into consumers' biases")
     p.add_argument("--restart", action="store_true", help="remove the output folder (a pytrim run) and start over")
+    add_workers(p)
     add_common(p)
     args = p.parse_args(argv)
     overrides = {
@@ -58,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.restart:
         remove_run_folder(schedule.out)
-    state = run_schedule(schedule, progress=not args.quiet)
+    sharding = [f"--workers={args.workers}"] if args.workers else []
+    sharding += [f"--ray-address={args.ray_address}"] if args.ray_address else []
+    state = run_schedule(schedule, progress=not args.quiet, sharding=sharding)
     title = f"Network Trimming: {schedule.name}"
     report = write(state, schedule.out, title, val=schedule.val_data is not None)
     finish(args, report)
