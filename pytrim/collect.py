@@ -256,6 +256,7 @@ class Counts:
     positions: dict[str, int]
     images: int
     means: dict[str, np.ndarray]
+    shards: int = 1  # how many workers' shards were merged (1: this process)
 
 
 def assemble(plan: dict[str, list[Point]], groups: dict[str, Group], counts: Counts) -> dict[str, LayerStats]:
@@ -303,9 +304,10 @@ def count_sharded(run_path: Path, weights: Path, data: Any, blobs: list[str], fo
     from pytrim.shards import merge, shard_jobs
 
     jobs = shard_jobs("collect", run_path, weights, data, {"blobs": blobs, "folded": folded})
-    merged = merge(run_shards(jobs, opts["workers"], opts.get("address"), "APoZ"))
+    results = run_shards(jobs, opts["workers"], opts.get("address"), "APoZ")
+    merged = merge(results)
     means = {blob: np.asarray(total.total()) / merged["images"] for blob, total in merged["means"].items()}
-    return Counts(merged["zeros"], merged["positions"], merged["images"], means)
+    return Counts(merged["zeros"], merged["positions"], merged["images"], means, len(results))
 
 
 def collect(
@@ -334,7 +336,7 @@ def collect(
         run_path, groups, plan, folded = prepare(net_path, layers, Path(tmp), means)
         blobs = list(dict.fromkeys(p.blob for points in plan.values() for p in points))
         counts = count(run_path, Path(weights), data, blobs, folded, opts)
-    source = {"net": str(net_path), "weights": str(weights), "data": str(data.source)}
+    source = {"net": str(net_path), "weights": str(weights), "data": str(data.source), "shards": counts.shards}
     stats = assemble(plan, groups, counts)
     return Stats(stats, sha256_file(weights), source, time.monotonic() - start, counts.means)
 

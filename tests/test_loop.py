@@ -393,3 +393,23 @@ def test_decisions_use_the_validation_split_and_the_paper_figures_are_written(pr
         assert (problem / "run" / figure).stat().st_size > 5000
     state = json.loads((problem / "run/state.json").read_text())
     assert "collect" in state["final"]["steps"] and "collect" in state["scratch"]["steps"]
+
+
+def test_the_loop_on_ray_workers_makes_the_same_choices(problem: Path) -> None:
+    """--workers reaches the loop's statistics and evaluations: the same neurons are chosen
+    and the same accuracies measured as in one process (one BLAS thread in both)."""
+    import os
+
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    base = [sys.executable, "-m", "pytrim", "trim", "--quiet", "--schedule", str(problem / "schedule.toml")]
+    for out, extra in (("alone", []), ("ray", ["--workers", "2"])):
+        command = [*base, "--iterations", "1", "--out", str(problem / out), *extra]
+        done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=ROOT, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+    chosen = [json.loads((problem / out / "iter-01/selection.json").read_text()) for out in ("alone", "ray")]
+    assert chosen[0] == chosen[1]
+    from pytrim.collect import load_stats
+
+    assert [load_stats(problem / out / "iter-01/stats.h5").source["shards"] for out in ("alone", "ray")] == ["1", "2"]
+    reports = [json.loads((problem / out / "report.json").read_text()) for out in ("alone", "ray")]
+    assert reports[0]["baseline"]["top1"] == reports[1]["baseline"]["top1"]
