@@ -180,4 +180,4 @@ def run_shards(make_jobs: Callable[[int], list[Any]], workers: int | None, addre
 
     with session(workers, address) as s:
         jobs = make_jobs(s.slots)
-        return run_remote(s, run_shard, jobs, what, lambda job: f"the shard of records {job.start}-{job.end}")
+        return run_remote(s, run_shard, jobs, what, lambda job: job.label)

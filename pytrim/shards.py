@@ -206,18 +206,12 @@ class ShardJob:
     prototxt: str  # the Input version of the net, as text
     weights: str
     weights_sha256: str  # the driver's weights: a node with another file at the path fails
-    source: str
-    start: int
-    end: int
-    batch: int
-    transform: Transformer
-    data_blob: str
-    label_blob: str | None
+    records: RangeSource
     options: dict[str, Any] = field(default_factory=dict)  # what the pass reads
 
     @property
-    def first_batch(self) -> int:
-        return self.start // self.batch
+    def label(self) -> str:
+        return f"the shard of records {self.records.start}-{self.records.end}"
 
 
 # kind -> (module, function(net, source, options, first_batch) -> mergeable result)
@@ -232,7 +226,7 @@ def check_shard_files(job: ShardJob) -> None:
     """The weights and the LMDB as the driver saw them, or one line naming the path."""
     from pytrim.files import sha256_file
 
-    weights, source = Path(job.weights), Path(job.source)
+    weights, source = Path(job.weights), job.records.source
     if not weights.is_file():
         raise BadInput(f"the weights {weights} cannot be read here (every node needs them at the same path)")
     if sha256_file(weights) != job.weights_sha256:
@@ -264,9 +258,9 @@ def run_shard(job: ShardJob) -> dict[str, Any]:
 
     check_shard_files(job)
     net = build_net(job)
-    source = RangeSource(Path(job.source), job.start, job.end, job.batch, job.transform, job.data_blob, job.label_blob)
+    records = job.records
     module, name = PASSES[job.kind]
-    return getattr(importlib.import_module(module), name)(net, source, job.options, job.first_batch)
+    return getattr(importlib.import_module(module), name)(net, records, job.options, records.start // records.batch)
 
 
 def shard_jobs(kind: str, run_path: Path, weights: Path, data: Any, options: dict[str, Any]) -> Any:
@@ -285,9 +279,10 @@ def shard_jobs(kind: str, run_path: Path, weights: Path, data: Any, options: dic
     text, transform, digest = str(input_net(run_param, shape)), Transformer.of(layer), sha256_file(weights)
 
     def jobs(slots: int) -> list[ShardJob]:
-        common = (kind, text, str(weights), digest, str(data.source))
-        rest = (data.batch, transform, data.data_blob, data.label_blob, options)
-        return [ShardJob(*common, a, b, *rest) for a, b in shard_ranges(data.total, data.batch, slots)]
+        ranges = shard_ranges(data.total, data.batch, slots)
+        feed = (data.batch, transform, data.data_blob, data.label_blob)
+        shards = [RangeSource(Path(data.source), a, b, *feed) for a, b in ranges]
+        return [ShardJob(kind, text, str(weights), digest, records, options) for records in shards]
 
     return jobs
 

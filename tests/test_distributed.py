@@ -143,9 +143,9 @@ def test_a_worker_that_cannot_read_the_weights_names_its_node(small_net: dict[st
     data = data_source(read_net(small_net["net"]))
     jobs = shard_jobs("evaluate", small_net["net"], small_net["weights"], data, {"scores": "ip2"})(3)
     jobs[1].weights_sha256 = "0" * 64  # another file at the same path on that node
-    jobs[2].source = "/nonexistent/lmdb"
+    jobs[2].records.source = Path("/nonexistent/lmdb")
     with pytest.raises(StepFailed) as failed:
-        run_remote(connected(local_ray), run_shard, jobs, "evaluate", lambda job: f"records {job.start}-{job.end}")
+        run_remote(connected(local_ray), run_shard, jobs, "evaluate", lambda job: job.label)
     message = str(failed.value)
     assert "records 10-20 failed on" in message and str(small_net["weights"]) in message and "differ" in message
 

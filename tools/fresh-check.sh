@@ -147,19 +147,7 @@ trap 'STATUS="interrupted"; exit 130' INT
 trap 'STATUS="terminated"; exit 143' TERM
 
 # --- the mirror: the same rule as tools/caffe/build.sh's debian_mirror ------------------------
-debian_mirror() {
-  if [ -n "${PYTRIM_DEBIAN_MIRROR:-}" ]; then echo "$PYTRIM_DEBIAN_MIRROR"; return; fi
-  local uri=""
-  # deb822 sources first (Debian 12's default), then one-line sources.list entries.
-  uri=$(awk '/^URIs:/ {u=$2} /^Suites:/ && u && $0 !~ /security/ {print u; exit}' \
-        /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1 || true)
-  if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
-    uri=$(awk '$1=="deb" && $0 !~ /security/ { for (i=2;i<=NF;i++) if ($i ~ /^[a-z]+:\/\//) {print $i; exit} }' \
-          /etc/apt/sources.list | head -n1 || true)
-  fi
-  [ -n "$uri" ] || uri="http://deb.debian.org/debian"
-  echo "$uri"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/caffe/mirror.sh"   # debian_mirror
 
 # The security archive: the one the host's own sources use when it is on the mirror's host
 # (deb.debian.org serves both /debian and /debian-security), else <mirror host>/debian-security.
