@@ -94,13 +94,14 @@ class Transformer:
             mean = np.asarray(blob.data, np.float32).reshape(blob.channels, blob.height, blob.width)
         return cls(float(t.scale) if t.HasField("scale") else 1.0, tuple(t.mean_value), mean, int(t.crop_size))
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        """(C, H, W) uint8 or float32 -> the float32 input, as Caffe computes it."""
-        channels, height, width = image.shape
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """(..., C, H, W) uint8 or float32 -> the float32 inputs, as Caffe computes them (the
+        same operations in the same order, element by element)."""
+        channels, height, width = images.shape[-3:]
         top, left, out_h, out_w = 0, 0, height, width
         if self.crop:
             top, left, out_h, out_w = (height - self.crop) // 2, (width - self.crop) // 2, self.crop, self.crop
-        x = image[:, top : top + out_h, left : left + out_w].astype(np.float32)
+        x = images[..., top : top + out_h, left : left + out_w].astype(np.float32)
         if self.mean is not None:
             x = x - self.mean[:, top : top + out_h, left : left + out_w]
         elif self.mean_values:
@@ -188,11 +189,13 @@ class RangeSource:
             values = [txn.get(key) for key in keys]
         blob = net.blobs[self.data_blob].data
         blob[...] = 0
-        self.labels = []
-        for slot, value in enumerate(values):
-            image, label = read_datum(value)
-            blob[slot] = self.transform(image)
-            self.labels.append(label)
+        records = [read_datum(value) for value in values]
+        self.labels = [label for _, label in records]
+        if len({image.shape for image, _ in records}) == 1:  # one numpy operation for the batch
+            blob[: len(records)] = self.transform(np.stack([image for image, _ in records]))
+        else:
+            for slot, (image, _) in enumerate(records):
+                blob[slot] = self.transform(image)
         if self.label_blob is not None:
             net.blobs[self.label_blob].data[: len(self.labels)] = self.labels
 

@@ -76,6 +76,35 @@ def test_ordered_sums_do_not_depend_on_the_split() -> None:
         assert np.array_equal(merged.total(), whole.total())
 
 
+@pytest.mark.parametrize("transform", ["mean_value: 33 mean_value: 90 mean_value: 7", "mean_file"])
+def test_the_shard_feed_gives_caffes_own_input_bits(caffe, transform: str, tmp_path: Path) -> None:
+    """Centre crop, mean (values or file) and scale, on colour images: the same float32 inputs
+    as Caffe's Data layer computes in the TEST phase."""
+    from pytrim.caffe_env import caffe_pb2
+    from pytrim.datasets import write_lmdb
+    from pytrim.protoutil import read_net
+    from pytrim.shards import RangeSource, Transformer, test_data_layer
+
+    rng = np.random.default_rng(5)
+    db = write_lmdb(rng.integers(0, 256, (7, 3, 12, 10), dtype=np.uint8), np.arange(7) % 3, tmp_path / "db", False)
+    if transform == "mean_file":
+        mean = caffe_pb2().BlobProto(num=1, channels=3, height=12, width=10)
+        mean.data.extend(rng.uniform(0, 255, 360).astype(np.float32).tolist())
+        (tmp_path / "mean.binaryproto").write_bytes(mean.SerializeToString())
+        transform = f'mean_file: "{tmp_path / "mean.binaryproto"}"'
+    net = tmp_path / "net.prototxt"
+    net.write_text(f'layer {{ name: "d" type: "Data" top: "data" top: "label" include {{ phase: TEST }} '
+                   f'transform_param {{ crop_size: 8 scale: 0.3 {transform} }} '
+                   f'data_param {{ source: "{db}" batch_size: 7 backend: LMDB }} }}')  # fmt: skip
+    caffe_net = caffe.Net(str(net), caffe.TEST)
+    caffe_net.forward()
+    source = RangeSource(db, 0, 7, 7, Transformer.of(test_data_layer(read_net(net))), "data", "label")
+    fed = caffe.Net(str(net), caffe.TEST)  # only its blobs are used
+    source.feed(fed, 0)
+    assert np.array_equal(fed.blobs["data"].data, caffe_net.blobs["data"].data)
+    assert source.labels == caffe_net.blobs["label"].data.astype(int).tolist()
+
+
 def test_shards_merge_into_the_single_process_numbers(small_net: dict[str, Path], local_ray, tmp_path: Path) -> None:
     from pytrim.collect import collect, collect_layer_data, save_stats
     from pytrim.evaluate import evaluate
