@@ -196,13 +196,19 @@ def test_a_sweep_keeps_going_past_a_failing_task(small_net: dict[str, Path], tmp
 
 
 def test_an_unreachable_cluster_fails_fast(small_net: dict[str, Path], tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    for address, needle in (("127.0.0.1:9", "cannot be reached"), ("no-port", "expected HOST:PORT")):
-        start = time.monotonic()
-        result = pytrim("collect", "--net", small_net["net"], "--weights", small_net["weights"], "--out",
-                        out / "s.h5", "--ray-address", address)  # fmt: skip
-        assert time.monotonic() - start < 30
-        assert_one_line_error(result, address, needle)
+    import socket
+
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts connections, never answers
+    out, port = tmp_path / "out", silent.getsockname()[1]
+    cases = (("127.0.0.1:9", "cannot be reached"), ("no-port", "expected HOST:PORT"),
+             (f"127.0.0.1:{port}", "cannot join the Ray cluster"))  # fmt: skip
+    with silent:
+        for address, needle in cases:
+            start = time.monotonic()
+            result = pytrim("collect", "--net", small_net["net"], "--weights", small_net["weights"], "--out",
+                            out / "s.h5", "--ray-address", address)  # fmt: skip
+            assert time.monotonic() - start < 30
+            assert_one_line_error(result, address, needle)
     assert files_under(out) == []
 
 
