@@ -425,6 +425,9 @@ def plot(report: dict[str, Any], path: Path) -> Path:
     nets = list(report["baselines"])
     fig, axes = plt.subplots(1, len(nets), figsize=(6.5 * len(nets), 4.4), squeeze=False)
     for ax, net in zip(axes[0], nets, strict=True):
+        if not any(r["net"] == net for r in report["summary"]):
+            ax.set(title=f"{net}: no task finished yet")
+            continue
         for criterion in dict.fromkeys(r["criterion"] for r in report["summary"]):
             rows = sorted((r for r in report["summary"] if r["net"] == net and r["criterion"] == criterion),
                           key=lambda r: r["compression"])  # fmt: skip

@@ -167,3 +167,13 @@ def test_the_comparison_refuses_an_unverified_cut(small_net: dict[str, Path], tm
     with pytest.raises(StepFailed, match="does not verify"):
         run_comparison(nets, data, [Task("small", "l1", 0.5, 0)], impossible, tmp_path / "cmp", log=lambda line: None)
     assert not (tmp_path / "cmp/small/l1/0.5/seed0/result.json").exists()
+
+
+def test_the_plot_is_written_while_a_net_has_no_finished_task(tmp_path: Path) -> None:
+    """Reports are rewritten as tasks end (in any order on Ray workers): a net without a
+    finished task yet gets an empty panel, not an error."""
+    from pytrim.compare import plot
+
+    row = {"net": "a", "criterion": "apoz", "compression": 2.0, "top1": 0.9, "top1_std": 0.01}
+    report = {"baselines": {"a": {"top1": 0.91}, "b": {"top1": 0.9}}, "summary": [row]}
+    assert plot(report, tmp_path / "p.png").stat().st_size > 5000
