@@ -57,7 +57,9 @@ def on_ray(net: Path, weights: Path, limit: int | None, workers: int, repeats: i
         for _ in range(repeats):
             stats = collect(net, weights, limit=limit, progress=False, workers=workers)
             times.append(stats.seconds)
-    return {"seconds": statistics.median(times), "first_run_seconds": round(startup, 2), "zeros": zeros_of(stats)}
+    images = next(iter(stats.layers.values())).images
+    return {"seconds": statistics.median(times), "first_run_seconds": round(startup, 2), "zeros": zeros_of(stats),
+            "images": images}  # fmt: skip
 
 
 def sweep_seconds(workers: int, out: Path, args: list[str]) -> float:
@@ -75,7 +77,7 @@ def scaling(net: Path, weights: Path, limit: int | None, repeats: int, sweep: li
         alone, zeros = in_process(net, weights, limit, repeats, Path(tmp))
     one, two = (on_ray(net, weights, limit, n, repeats) for n in (1, 2))
     result = {
-        "images": limit or "all",
+        "images": two["images"],
         "in_process_seconds": round(alone, 3),
         "ray_1_worker_seconds": round(one["seconds"], 3),
         "ray_2_workers_seconds": round(two["seconds"], 3),
