@@ -391,8 +391,18 @@ def summary(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
                      "compression": float(compression.mean()), "compression_std": float(compression.std()),
                      "top1": float(top1.mean()), "top1_std": float(top1.std()),
                      "top1_before": float(np.mean([r["top1_before"] for r in runs])),
-                     "verified": all(r["verified"] is not False for r in runs)})  # fmt: skip
+                     "verified": verified_of(runs)})  # fmt: skip
     return rows
+
+
+def verified_of(runs: list[dict[str, Any]]) -> bool | None:
+    """True when every physical cut of the seeds verified; None when no seed cut anything
+    physically (magnitude: masks only)."""
+    checked = [r["verified"] for r in runs if r["verified"] is not None]
+    return all(checked) if checked else None
+
+
+VERIFIED = {True: "yes", False: "NO", None: "no cut (masks)"}
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -409,7 +419,8 @@ def markdown(report: dict[str, Any]) -> str:
     for r in report["summary"]:
         lines.append(
             f"| {r['net']} | {r['criterion']} | {r['point']:g} | {r['compression']:.2f}x ± {r['compression_std']:.2f} "
-            f"| {r['top1_before']:.2%} | {100 * r['top1']:.2f}% ± {100 * r['top1_std']:.2f} | {r['verified']} |"
+            f"| {r['top1_before']:.2%} | {100 * r['top1']:.2f}% ± {100 * r['top1_std']:.2f} "
+            f"| {VERIFIED[r['verified']]} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -61,7 +61,7 @@ def sweep(runs: list[Run], workers: int | None, address: str | None, done: Calla
     """Every run's outcome (in the order they end); `done` is called as each one ends."""
     from pytrim import distributed
 
-    if not distributed.wanted(workers, address):
+    if not distributed.wanted(workers, address) or not runs:
         return serial(runs, done)
     outcomes = []
     with distributed.session(workers, address) as session:
