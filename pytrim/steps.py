@@ -90,10 +90,13 @@ class Run:
 
     def on(self, net: Path, source: Path | None, kind: str) -> Path:
         """`net` reading `source` as its TEST data (the validation split, the statistics data),
-        or `net` itself when there is no such source."""
+        or `net` itself when there is no such source. Written inside the run's folder."""
         if source is None:
             return net
-        return with_test_data(net, source, net.with_name(f"{net.stem}.{kind}.prototxt"))
+        inside = net.resolve().is_relative_to(self.s.out.resolve())
+        folder = net.parent if inside else self.s.out / "nets"  # never beside the user's prototxt
+        folder.mkdir(parents=True, exist_ok=True)
+        return with_test_data(net, source, folder / f"{net.stem}.{kind}.prototxt")
 
 
 def evaluate_step(run: Run, record: dict[str, Any], name: str, net: Path, weights: Path, logs: Path) -> dict:

@@ -99,8 +99,10 @@ def mtime(path: Path) -> int:
 
 
 def test_tiny_loop_writes_report_and_resumes(problem: Path) -> None:
+    before = {p.name for p in problem.glob("*.prototxt")}
     result = trim(problem)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert {p.name for p in problem.glob("*.prototxt")} == before  # derived nets go inside the run folder
     rep = report(problem)
     assert rep["baseline"]["widths"] == "6-8-12-10" and rep["baseline"]["images"] == 40
     assert [e["widths"] for e in rep["iterations"]] == ["6-6-9-10", "6-5-7-10"]  # 25% of conv2 and ip1 each time
