@@ -29,6 +29,7 @@ class LayerPlan:
     min_keep: dict[str, int] = field(default_factory=dict)
     widths: dict[str, int] = field(default_factory=dict)  # a width plan: keep exactly these
     finetune_iters: int = 2000
+    finetune_lr: float | None = None  # the fine-tuning solver's base_lr unless set
 
     def rule_for(self, layer: str) -> Rule:
         if layer in self.widths:
@@ -37,7 +38,8 @@ class LayerPlan:
 
     def settings(self) -> dict[str, Any]:
         """Everything that decides which neurons go (part of the select step's key)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "finetune_iters"}
+        retraining = ("finetune_iters", "finetune_lr")
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in retraining}
 
 
 @dataclass
@@ -101,6 +103,7 @@ def _check_value(where: str, key: str, value: Any) -> None:
             isinstance(value, int) and not isinstance(value, bool) and value >= 0,
             "a whole number >= 0",
         ),
+        "finetune_lr": (isinstance(value, number) and not isinstance(value, bool) and value > 0, "a number > 0"),
     }
     if key not in checks:
         raise BadInput(f"{where}: unknown key {key!r} (known: {', '.join(checks)})")

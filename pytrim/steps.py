@@ -126,8 +126,10 @@ def train_step(
     run: Run, solver: Path, net: Path, out: Path, weights: Path | None, iters: int | None, extra: dict | None = None
 ) -> dict:
     """Caffe's solver in a child process; on a NaN loss, retry with a 10x lower learning rate.
-    Training from scratch starts from initial weights saved beside `out` (<out>.init.caffemodel)."""
-    base_lr = read_solver(solver).base_lr
+    Training from scratch starts from initial weights saved beside `out` (<out>.init.caffemodel).
+    `extra` changes solver fields (base_lr included)."""
+    extra = dict(extra or {})
+    base_lr = extra.pop("base_lr", None) or read_solver(solver).base_lr
     if weights is None:
         weights = init_weights(solver, out.with_suffix(".init.caffemodel"), net)
     for attempt in range(3):
@@ -141,8 +143,8 @@ def train_step(
                 iters,
                 net,
                 run.progress,
-                base_lr=lr if attempt else None,
-                **(extra or {}),
+                base_lr=lr,
+                **extra,
             )
         except TrainingDiverged as exc:
             run.log(f"  training diverged ({exc}); retrying with base_lr {lr * 0.1:g}")
@@ -287,13 +289,15 @@ def retrain_step(run: Run, it: Iteration) -> dict[str, Any]:
         it.retrained.unlink(missing_ok=True)
         os.link(out.weights, it.retrained)
         return {"skipped": True}
-    every = run.s.curve_every
+    every, lr = run.s.curve_every, it.plan.finetune_lr
+    settings = {"iters": iters, "curve_every": every} | ({"base_lr": lr} if lr else {})  # old keys stay valid
+    extra = curve(out.net, every) | ({"base_lr": lr} if lr else {})
     return run.step(
         it.record,
         "retrain",
-        {"iters": iters, "curve_every": every},
+        settings,
         {"solver": solver, "net": out.net, "weights": out.weights},
-        lambda: train_step(run, solver, out.net, it.retrained, out.weights, iters, curve(out.net, every)),
+        lambda: train_step(run, solver, out.net, it.retrained, out.weights, iters, extra),
         [it.retrained],
         f"retrain (iteration {it.number})",
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import ROOT, assert_one_line_error, files_under, net_text, small_body, toy_db, write_net
+from google.protobuf import text_format
 
 SOLVER = """net: "{net}"
 test_iter: 2
@@ -274,6 +275,23 @@ def test_iteration_overrides_change_that_iteration_only(problem: Path) -> None:
     assert [e["layers"] for e in report(problem)["iterations"]] == [["conv2", "ip1"], ["ip1"]]
 
 
+def test_finetune_lr_sets_the_retraining_rate_and_its_key(problem: Path, caffe) -> None:
+    text = (problem / "schedule.toml").read_text()
+    text = text.replace("finetune_iters = 20", "finetune_iters = 20\nfinetune_lr = 0.002")
+    write_net(problem / "lr.toml", text)
+    assert trim(problem, "--iterations", "1", schedule="lr.toml").returncode == 0
+    solver = caffe.proto.caffe_pb2.SolverParameter()
+    text_format.Merge((problem / "run/iter-01/retrained.train/solver.prototxt").read_text(), solver)
+    assert solver.base_lr == pytest.approx(0.002)  # the fine-tuning solver says 0.005
+    # The command-line option changes the rate, so the retraining is redone; the cut is kept.
+    cut = mtime(problem / "run/iter-01/trimmed.caffemodel")
+    again = trim(problem, "--iterations", "1", "--finetune-lr", "0.001", schedule="lr.toml")
+    assert again.returncode == 0 and "retrain (iteration 1): its inputs or settings changed" in again.stdout
+    text_format.Merge((problem / "run/iter-01/retrained.train/solver.prototxt").read_text(), solver)
+    assert solver.base_lr == pytest.approx(0.001)
+    assert mtime(problem / "run/iter-01/trimmed.caffemodel") == cut
+
+
 def test_restart_removes_only_a_pytrim_run_folder(problem: Path) -> None:
     assert trim(problem, "--iterations", "1").returncode == 0
     old = mtime(problem / "run/iter-01/stats.h5")
@@ -303,6 +321,7 @@ def test_schedule_errors_are_one_line_and_come_before_any_work(problem: Path) ->
         "ratio = 0.25": ("ratio = 1.5", "ratio must be a number in [0, 1)"),
         "iterations = 2": ("iterations = 2\ncolour = 3", "unknown key 'colour'"),
         'rule = "ratio"': ('rule = "fancy"', "rule must be one of"),
+        "finetune_iters = 20": ("finetune_iters = 20\nfinetune_lr = 0", "finetune_lr must be a number > 0"),
     }
     base = (problem / "schedule.toml").read_text().replace('rule = "ratio"', 'rule = "ratio"\nk = 1.0')
     for old, (new, message) in cases.items():

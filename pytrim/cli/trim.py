@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterations", type=int, help="number of trimming iterations")
     p.add_argument("--criterion", help="unit criterion: apoz (default), mean_activation, l1, taylor, random")
     p.add_argument("--finetune-iters", type=int, help="solver iterations of each retraining")
+    p.add_argument("--finetune-lr", type=float, help="base_lr of each retraining (default: the solver's)")
     p.add_argument("--scratch-iters", type=int, help="solver iterations of the from-scratch ablation")
     p.add_argument("--stats-limit", type=int, help="images used for the statistics (default: all)")
     p.add_argument("--tolerance", type=float, help="stop when top-1 falls this many points below the baseline")
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_missing_weights": False if args.weights else None,
         "iterations": args.iterations,
         "finetune_iters": args.finetune_iters,
+        "finetune_lr": args.finetune_lr,
         "criterion": args.criterion,
         "scratch_iters": args.scratch_iters,
         "stats_limit": args.stats_limit,
