@@ -76,7 +76,8 @@ def table_rows(report: dict[str, Any], layers: list[str], top5: bool, fold: bool
         cells += [pct(a) for a in (accuracy if top5 else accuracy[:2])]
         cells += [pct(e.get("top1_trimmed_nofold"))] if fold else []
         stderr = f" ± {100 * e['top1_stderr']:.2f}" if e.get("top1_stderr") is not None else ""
-        cells += [kept, f"{pct(e['top1'])}{stderr}", pct(e.get("val_top1"))]
+        val = e.get("val_top1", e.get(f"val_top1_{kept}"))  # an iteration's: that of the weights it kept
+        cells += [kept, f"{pct(e['top1'])}{stderr}", pct(val)]
         return cells + [pct(apoz.get(n)) for n in layers]
 
     rows = [row("Original", base, "1.00x", [None, base["top1"], None, base.get("top5")], "", {})]

@@ -410,6 +410,9 @@ def test_decisions_use_the_validation_split_and_the_paper_figures_are_written(pr
     assert rep["final"]["mean_apoz"] and rep["scratch"]["mean_apoz"]  # the paper's ablation: APoZ beside
     text = (problem / "run/report.md").read_text()
     assert "validation split" in text and "Final net" in text and "standard error" in text
+    first = rep["iterations"][0]
+    assert f"| {first['kept']} | {first['top1']:.2%} ± " in text
+    assert f" | {first['val_top1_' + first['kept']]:.2%} |" in text.split("| Trim-1 |")[1].split("\n")[0]
     for figure in ("accuracy_vs_retraining.png", "apoz_histograms.png"):
         assert (problem / "run" / figure).stat().st_size > 5000
     state = json.loads((problem / "run/state.json").read_text())
