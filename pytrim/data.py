@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from pytrim.datasets import lmdb_entries
+from pytrim.datasets import lmdb_entries, read_datum, read_image
 from pytrim.errors import BadInput
 from pytrim.protoutil import layers_in_phase
 
@@ -68,27 +68,14 @@ class Reader:
         return self._image(Path(path)), int(label)
 
     def _datum(self, index: int) -> tuple[np.ndarray, int]:
-        from pytrim.caffe_env import caffe_pb2
-
         with self.env.begin() as txn:
-            datum = caffe_pb2().Datum.FromString(txn.get(self.keys[index]))
-        if datum.encoded:
-            import io
-
-            from PIL import Image
-
-            image = np.asarray(Image.open(io.BytesIO(datum.data)).convert("RGB"))[:, :, ::-1]
-            return np.ascontiguousarray(image.transpose(2, 0, 1)), int(datum.label)
-        shape = (datum.channels, datum.height, datum.width)
-        return np.frombuffer(datum.data, np.uint8).reshape(shape), int(datum.label)
+            return read_datum(txn.get(self.keys[index]))
 
     def _image(self, path: Path) -> np.ndarray:
-        from PIL import Image
-
         full = (self.feed.root or self.feed.path.parent) / path
         if not full.is_file():
             raise BadInput(f"{self.feed.path}: image not found: {full}")
-        return np.asarray(Image.open(full).convert("RGB"))[:, :, ::-1].transpose(2, 0, 1)
+        return read_image(full)
 
 
 def prepare_image(image: np.ndarray, shape: tuple[int, ...], feed: Feed) -> np.ndarray:

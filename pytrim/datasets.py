@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -245,3 +246,25 @@ def sample_lmdb(source: str | Path, out: str | Path, count: int | None, seed: in
             for index, value in enumerate(values):
                 txn.put(f"{index:08d}".encode(), value)
     return out
+
+
+def read_image(file: Any) -> np.ndarray:
+    """An image file (a path or a file object) as Caffe reads it: (C, H, W) uint8, BGR."""
+    from PIL import Image
+
+    return np.ascontiguousarray(np.asarray(Image.open(file).convert("RGB"))[:, :, ::-1].transpose(2, 0, 1))
+
+
+def read_datum(value: bytes) -> tuple[np.ndarray, int]:
+    """A Caffe Datum's image (C, H, W) and label; encoded images are decoded to BGR."""
+    import io
+
+    from pytrim.caffe_env import caffe_pb2
+
+    datum = caffe_pb2().Datum.FromString(value)
+    if datum.encoded:
+        return read_image(io.BytesIO(datum.data)), int(datum.label)
+    shape = (datum.channels, datum.height, datum.width)
+    if datum.data:
+        return np.frombuffer(datum.data, np.uint8).reshape(shape), int(datum.label)
+    return np.asarray(datum.float_data, np.float32).reshape(shape), int(datum.label)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from pytrim.caffe_env import caffe_pb2
+from pytrim.datasets import read_datum
 from pytrim.errors import BadInput
 from pytrim.protoutil import layers_in_phase, read_net
 
@@ -108,22 +109,6 @@ class Transformer:
             values = self.mean_values * channels if len(self.mean_values) == 1 else self.mean_values
             x = x - np.asarray(values, np.float32).reshape(-1, 1, 1)
         return x * np.float32(self.scale)
-
-
-def read_datum(value: bytes) -> tuple[np.ndarray, int]:
-    """A Datum's image (C, H, W) and label; encoded images are decoded to BGR."""
-    datum = caffe_pb2().Datum.FromString(value)
-    if datum.encoded:
-        import io
-
-        from PIL import Image
-
-        image = np.asarray(Image.open(io.BytesIO(datum.data)).convert("RGB"))[:, :, ::-1].transpose(2, 0, 1)
-        return np.ascontiguousarray(image), int(datum.label)
-    shape = (datum.channels, datum.height, datum.width)
-    if datum.data:
-        return np.frombuffer(datum.data, np.uint8).reshape(shape), int(datum.label)
-    return np.asarray(datum.float_data, np.float32).reshape(shape), int(datum.label)
 
 
 def test_data_layer(net: Any) -> Any:
@@ -239,7 +224,7 @@ def check_shard_files(job: ShardJob) -> None:
 
 
 def build_net(job: ShardJob) -> Any:
-    """The job's Input net with its weights (checked by the driver), masks applied."""
+    """The job's Input net with its weights (checked by the driver)."""
     import tempfile
 
     from pytrim.caffe_env import load_caffe
@@ -250,8 +235,6 @@ def build_net(job: ShardJob) -> Any:
         path.write_text(job.prototxt)
         net = caffe.Net(str(path), caffe.TEST)
     net.copy_from(job.weights)
-    for name, mask in job.options.get("masks", {}).items():
-        net.params[name][0].data[...] *= mask
     return net
 
 
