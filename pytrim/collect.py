@@ -532,7 +532,6 @@ def collect_layer_data(
     layers: list[str],
     limit: int | None = None,
     taylor: bool = False,
-    masks: dict[str, np.ndarray] | None = None,
     feed: Feed | None = None,
     workers: int | None = None,
     address: str | None = None,
@@ -540,8 +539,7 @@ def collect_layer_data(
     """Everything the pruning criteria read (pytrim.criteria.LayerData), per layer, from one
     pass (and a backward pass per batch for `taylor`): the statistics of the layer's channel
     group (none for a layer that cannot be trimmable, e.g. the classifier), its weights and the
-    mean |x| of its inputs. `masks` (layer -> bool array of the weight's shape) are applied
-    to the weights first. `workers`/`address` split the images among Ray workers."""
+    mean |x| of its inputs. `workers`/`address` split the images among Ray workers."""
     net_param, graph = net_graph(net_path, allow_inexact=True)
     data = data_source(net_param, limit, feed)
     groups = layer_groups(graph, layers)
@@ -549,10 +547,8 @@ def collect_layer_data(
     blobs = list(dict.fromkeys(p.blob for points in plan.values() for p in points))
     types = {layer.name: layer for layer in layers_in_phase(net_param, "TEST")}
     bottoms = {name: (types[name].bottom[0], types[name].type == "Convolution") for name in layers}
-    options = {"blobs": blobs, "bottoms": bottoms, "taylor": taylor, "masks": masks or {}}
+    options = {"blobs": blobs, "bottoms": bottoms, "taylor": taylor}
     net = load_net(net_path, weights)
-    for name, mask in (masks or {}).items():
-        net.params[name][0].data[...] *= mask
     if wanted(workers, address):
         from pytrim.distributed import run_shards
         from pytrim.shards import merge, shard_jobs
