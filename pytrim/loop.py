@@ -28,6 +28,7 @@ from pytrim.steps import (
     baseline,
     collect_step,
     cut_step,
+    mean_apoz,
     retrain_step,
     scratch,
     select_step,
@@ -42,7 +43,7 @@ def stderr_of_difference(a: dict[str, Any], b: dict[str, Any]) -> float:
     return math.sqrt(a["top1_stderr"] ** 2 + b["top1_stderr"] ** 2)
 
 
-def keep_better(run: Run, it: Iteration, before: dict, after: dict | None) -> dict[str, Any]:
+def keep_better(it: Iteration, before: dict, after: dict | None) -> dict[str, Any]:
     """The iteration's result: its retrained weights, or its cut ones when those decide
     better (on validation when there is a validation split)."""
     record = it.record
@@ -84,7 +85,7 @@ def iteration(run: Run, number: int, source: Nets) -> dict[str, Any] | None:
     it = Iteration(number, plan, source, run.s.out / f"iter-{number:02d}", run.state.iteration(number))
     it.record["layers"] = plan.layers
     collected = collect_step(run, it)
-    it.record["mean_apoz"] = {name: v["mean"] for name, v in collected["layers"].items()}
+    it.record["mean_apoz"] = mean_apoz(collected)
     chosen = select_step(run, it)
     if all(c["kept"] == c["width"] for c in chosen.values()):
         run.log(f"iteration {number}: no neuron is chosen for removal; nothing left to trim")
@@ -106,7 +107,7 @@ def iteration(run: Run, number: int, source: Nets) -> dict[str, Any] | None:
     if not retrained.get("skipped"):
         after = accuracy_step(run, it.record, "retrained", it.trimmed.net, it.retrained, logs)
         it.record["curve"] = retrained.get("tests", {})
-    keep_better(run, it, before, after)
+    keep_better(it, before, after)
     summarize(run, it, cut_result, verified, before, after)
     return it.record
 
@@ -174,7 +175,7 @@ def finish(run: Run, final: Nets) -> None:
         return
     record = run.state.data.setdefault("final", {})
     collected = stats_step(run, record, final, run.s.out / "final", "the final net")
-    record["mean_apoz"] = {name: v["mean"] for name, v in collected["layers"].items()}
+    record["mean_apoz"] = mean_apoz(collected)
     run.state.save()
     if run.s.scratch:
         scratch(run, final.net)

@@ -5,8 +5,8 @@ the final net's included (apoz_histograms.png).
 
 report.json: `baseline` {widths, params, top1, top1_stderr, top5, images, val_top1};
 `iterations` [{iteration, layers, widths, params, compression, top1_trimmed, top1_retrained,
-val_top1_trimmed, val_top1_retrained, kept, top1, top1_stderr, drop_within_noise, mean_apoz,
-verify_max_relative_diff, stopped, curve, seconds}]; `final` {iteration, widths, params,
+val_top1_trimmed, val_top1_retrained, kept, top1, val_top1 (of the kept weights), top1_stderr,
+drop_within_noise, mean_apoz, verify_max_relative_diff, stopped, curve, seconds}]; `final` {iteration, widths, params,
 compression, top1, mean_apoz}; `scratch` {widths, params, top1, iterations, mean_apoz};
 `inherited_minus_scratch_top1`; `decisions_on` ("validation" or "test").
 """
@@ -21,7 +21,7 @@ from pytrim.files import together, write_atomic, write_json
 ITERATION_KEYS = (
     "iteration", "layers", "widths", "params", "compression", "top1_trimmed", "top1_trimmed_nofold",
     "top1_retrained", "top5_trimmed", "top5_retrained", "val_top1_trimmed", "val_top1_retrained", "kept", "top1",
-    "top1_stderr", "drop_within_noise", "mean_apoz", "verify_max_relative_diff", "stopped", "curve",
+    "val_top1", "top1_stderr", "drop_within_noise", "mean_apoz", "verify_max_relative_diff", "stopped", "curve",
 )  # fmt: skip
 
 
@@ -76,8 +76,7 @@ def table_rows(report: dict[str, Any], layers: list[str], top5: bool, fold: bool
         cells += [pct(a) for a in (accuracy if top5 else accuracy[:2])]
         cells += [pct(e.get("top1_trimmed_nofold"))] if fold else []
         stderr = f" ± {100 * e['top1_stderr']:.2f}" if e.get("top1_stderr") is not None else ""
-        val = e.get("val_top1", e.get(f"val_top1_{kept}"))  # an iteration's: that of the weights it kept
-        cells += [kept, f"{pct(e['top1'])}{stderr}", pct(val)]
+        cells += [kept, f"{pct(e['top1'])}{stderr}", pct(e.get("val_top1"))]
         return cells + [pct(apoz.get(n)) for n in layers]
 
     rows = [row("Original", base, "1.00x", [None, base["top1"], None, base.get("top5")], "", {})]

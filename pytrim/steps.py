@@ -179,20 +179,29 @@ def baseline(run: Run) -> dict[str, Any]:
 
 def collect_step(run: Run, it: Iteration) -> dict[str, Any]:
     """APoZ statistics of every trimmable layer of the iteration's input net."""
-    src, stats = it.source, it.folder / "stats.h5"
-    net = run.on(src.net, run.s.stats_data, "stats")
-    args = ["--net", str(net), "--weights", str(src.weights), "--out", str(stats), "--plots", str(it.folder)]
+    extra = ["--plots", str(it.folder)] + (["--means"] if run.s.fold_mean else [])
+    return collect(run, it.record, it.source, it.folder, f"iteration {it.number}", extra, {"means": run.s.fold_mean})
+
+
+def collect(run: Run, record: dict, nets: Nets, folder: Path, label: str, extra: list[str], settings: dict) -> dict:
+    """`python -m pytrim collect` on a net (on the statistics data) into folder/stats.h5."""
+    net, stats = run.on(nets.net, run.s.stats_data, "stats"), folder / "stats.h5"
+    args = ["--net", str(net), "--weights", str(nets.weights), "--out", str(stats), *extra]
     args += ["--limit", str(run.s.stats_limit)] if run.s.stats_limit else []
-    args += ["--means"] if run.s.fold_mean else []
     return run.step(
-        it.record,
+        record,
         "collect",
-        {"limit": run.s.stats_limit, "means": run.s.fold_mean},
-        {"net": net, "weights": src.weights},
-        lambda: run.child("collect", args, it.folder / "logs/collect.log", f"collect (iteration {it.number})"),
+        {"limit": run.s.stats_limit} | settings,
+        {"net": net, "weights": nets.weights},
+        lambda: run.child("collect", args, folder / "logs/collect.log", f"collect ({label})"),
         [stats],
-        f"collect (iteration {it.number})",
+        f"collect ({label})",
     )
+
+
+def mean_apoz(collected: dict[str, Any]) -> dict[str, float]:
+    """Each layer's mean APoZ from a collect step's result."""
+    return {name: v["mean"] for name, v in collected["layers"].items()}
 
 
 def scores(run: Run, it: Iteration) -> dict[str, np.ndarray]:
@@ -290,8 +299,8 @@ def retrain_step(run: Run, it: Iteration) -> dict[str, Any]:
         os.link(out.weights, it.retrained)
         return {"skipped": True}
     every, lr = run.s.curve_every, it.plan.finetune_lr
-    settings = {"iters": iters, "curve_every": every} | ({"base_lr": lr} if lr else {})  # old keys stay valid
-    extra = curve(out.net, every) | ({"base_lr": lr} if lr else {})
+    rate = {"base_lr": lr} if lr else {}  # without finetune_lr, the keys of earlier runs stay valid
+    settings, extra = {"iters": iters, "curve_every": every} | rate, curve(out.net, every) | rate
     return run.step(
         it.record,
         "retrain",
@@ -318,18 +327,7 @@ def curve(net: Path, every: int) -> dict[str, Any]:
 def stats_step(run: Run, record: dict[str, Any], nets: Nets, folder: Path, label: str) -> dict[str, Any]:
     """APoZ statistics of a finished net (the final result, the from-scratch model): the
     paper sets the mean APoZ of the net trained from scratch beside the inherited one's."""
-    net = run.on(nets.net, run.s.stats_data, "stats")
-    args = ["--net", str(net), "--weights", str(nets.weights), "--out", str(folder / "stats.h5")]
-    args += ["--limit", str(run.s.stats_limit)] if run.s.stats_limit else []
-    return run.step(
-        record,
-        "collect",
-        {"limit": run.s.stats_limit},
-        {"net": net, "weights": nets.weights},
-        lambda: run.child("collect", args, folder / "logs/collect.log", f"collect ({label})"),
-        [folder / "stats.h5"],
-        f"collect ({label})",
-    )
+    return collect(run, record, nets, folder, label, [], {})
 
 
 def scratch(run: Run, net: Path) -> dict[str, Any]:
@@ -351,7 +349,7 @@ def scratch(run: Run, net: Path) -> dict[str, Any]:
     collected = stats_step(run, record, Nets(net, None, out), s.out / "scratch", "from scratch")
     record.update(net=str(net), widths=widths_text(net), params=count_params(out), iterations=iters)
     record.update(top1=accuracy["test"]["top1"], top1_stderr=accuracy["test"]["top1_stderr"])
-    record["mean_apoz"] = {name: v["mean"] for name, v in collected["layers"].items()}
+    record["mean_apoz"] = mean_apoz(collected)
     run.state.save()
     run.log(f"from scratch: {record['widths']}, top-1 {record['top1']:.2%} after {iters} iterations")
     return record
