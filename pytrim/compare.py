@@ -32,11 +32,12 @@ from pytrim.caffemodel import Caffemodel
 from pytrim.choose import Rule, Selection, choose
 from pytrim.collect import collect_layer_data, net_graph
 from pytrim.criteria import CONNECTION, UNIT, magnitude_mask, unit_scores
-from pytrim.cut import cut, trimmable
+from pytrim.cut import count_params, cut, trimmable
 from pytrim.errors import BadInput, StepFailed
 from pytrim.files import sha256_file, write_json
 from pytrim.masked import train_masked
-from pytrim.protoutil import read_net, with_test_data, write_text
+from pytrim.protoutil import read_net, write_text
+from pytrim.relief import masked_weights
 
 REPORT_NOTE = (
     "Statistics come from a random sample of training images; the validation split (held out from the "
@@ -123,9 +124,9 @@ class Work:
     sample: Path
 
     def evaluate(self, net: Path, weights: Path, source: Path) -> float:
-        from pytrim.evaluate import evaluate
+        from pytrim.relief import accuracy
 
-        return evaluate(with_test_data(net, source, self.folder / "eval.prototxt"), weights, progress=False).top1
+        return accuracy(net, weights, source, self.folder)
 
 
 # --- one task ---------------------------------------------------------------------------------
@@ -162,12 +163,6 @@ def retrain(work: Work, net: Path, weights: Path, masks: dict, iterations: int, 
     result = train_masked(work.files.finetune_solver, weights, masks, out, net, iterations, False,
                           work.settings.select_every, work.data.val)  # fmt: skip
     return out, result["val_top1"]
-
-
-def masked_weights(weights: Path, masks: dict[str, np.ndarray], out: Path) -> Path:
-    from pytrim.relief import masked_weights as apply
-
-    return apply(weights, masks, out)
 
 
 def unit_prune(work: Work) -> tuple[Path, Path, dict, bool | None]:
@@ -287,7 +282,7 @@ def run_task(work: Work) -> dict[str, Any]:
     iterations = s.budget - (s.rounds - 1) * (s.budget // s.rounds) if t.criterion in CONNECTION else s.budget
     final, val_top1 = retrain(work, net, weights, masks, iterations, "retrained")
     params, nonzero = counts(final)
-    base, _ = counts(work.files.weights)
+    base = count_params(work.files.weights)
     return {
         **asdict(t),
         "params": params,
@@ -363,17 +358,16 @@ def prepare_seeds(data: Data, settings: Settings, out: Path) -> None:
 
 def baselines(nets: dict[str, NetFiles], data: Data, out: Path) -> dict[str, dict[str, Any]]:
     """Each net's parameters and test/validation top-1 (trained first when missing)."""
-    from pytrim.evaluate import evaluate
+    from pytrim.evaluate import top1_on
     from pytrim.train import train_baseline
 
     found = {}
     for name, files in nets.items():
         train_baseline(files.baseline_solver, files.weights, files.net)
-        params, _ = counts(files.weights)
+        params = count_params(files.weights)
         top1 = {}
         for split, source in (("top1", data.test), ("val_top1", data.val)):
-            net = with_test_data(files.net, source, out / f"{name}-{split}.prototxt")
-            top1[split] = evaluate(net, files.weights, progress=False).top1
+            top1[split] = top1_on(files.net, files.weights, source, out / f"{name}-{split}.prototxt")
         found[name] = {"params": params, **top1}
     return found
 

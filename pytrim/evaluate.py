@@ -103,3 +103,11 @@ def evaluate(
         hits = hits_pass(net, data, {"scores": scores, "progress": progress})
     seen, top5 = hits["images"], hits["classes"] >= 5
     return Accuracy(top1=hits["hits1"] / seen, top5=hits["hits5"] / seen if top5 else None, images=seen)
+
+
+def top1_on(net: str | Path, weights: str | Path, source: str | Path, prototxt: str | Path) -> float:
+    """Top-1 of `weights` with the net's TEST data re-pointed to the LMDB `source` (that copy
+    of the net written to `prototxt`)."""
+    from pytrim.protoutil import with_test_data
+
+    return evaluate(with_test_data(net, source, prototxt), weights, progress=False).top1

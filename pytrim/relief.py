@@ -283,10 +283,9 @@ def adam_solver(net: Any, out: Any, settings: ReliefSettings) -> Any:
 
 def accuracy(net: Any, weights: Any, source: Any, tmp: Any) -> float:
     """Top-1 of `weights` on an LMDB (the net's TEST data re-pointed to it)."""
-    from pytrim.evaluate import evaluate
-    from pytrim.protoutil import with_test_data
+    from pytrim.evaluate import top1_on
 
-    return evaluate(with_test_data(net, source, tmp / "eval.prototxt"), weights, progress=False).top1
+    return top1_on(net, weights, source, tmp / "eval.prototxt")
 
 
 def one_round(spec: ReliefNet, settings: ReliefSettings, masks: Masks | None, weights: Any, folder: Any) -> tuple:

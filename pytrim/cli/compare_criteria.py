@@ -30,7 +30,7 @@ def net_files(name: str, folder: str, weights: str) -> NetFiles:
     )
 
 
-NETS = {
+NETS = {  # name -> (folder under prototxt/, baseline caffemodel); also NN Relief's nets
     "lenet5": ("lenet", "models/lenet/lenet.caffemodel"),
     "lenet300": ("lenet300", "models/lenet300/lenet300.caffemodel"),
 }

@@ -14,15 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from pytrim.cli import add_common, finish, names, parser
+from pytrim.cli.compare_criteria import NETS
 from pytrim.errors import BadInput
 from pytrim.files import shipped, write_json
 from pytrim.relief import ReliefNet, ReliefSettings, run_relief
 from pytrim.train import train_baseline
-
-NETS = {
-    "lenet300": ("lenet300", "models/lenet300/lenet300.caffemodel"),
-    "lenet5": ("lenet", "models/lenet/lenet.caffemodel"),
-}
 
 
 def relief_net(name: str, data: Path) -> ReliefNet:
