@@ -237,6 +237,17 @@ def weights_reader(model: Caffemodel, shapes: NetShapes) -> Callable[[str], np.n
     return lambda name: model.arrays(name)[0].reshape(shapes.params[name][0])
 
 
+def folded_biases(
+    graph: Graph, kept: dict[int, np.ndarray], model: Caffemodel, shapes: NetShapes, fold: dict | None
+) -> dict[str, np.ndarray]:
+    """What --fold-mean adds to each consumer's bias (pytrim.fold); nothing without `fold`."""
+    if not fold:
+        return {}
+    from pytrim.fold import fold_biases
+
+    return fold_biases(graph, kept, weights_reader(model, shapes), fold)
+
+
 def train_only_readers(net: Any, graph: Graph, selections: dict[str, Selection], where: str) -> None:
     """A layer that exists only in the TRAIN phase must not read channels being cut: the
     graph (built for the TEST phase) cannot say what the cut does to it."""
@@ -286,10 +297,7 @@ def cut(
             raise BadInput(f"{weights} is in the old V1 format: upgrade it first (tools accept it and upgrade it)")
         for path, shape in zip(nets, shapes, strict=True):
             check_weights(shape, model, str(path))
-        from pytrim.fold import fold_biases
-
-        kept = selection_of(graphs[0], selections)
-        biases = fold_biases(graphs[0], kept, weights_reader(model, shapes[0]), fold) if fold else {}
+        biases = folded_biases(graphs[0], selection_of(graphs[0], selections), model, shapes[0], fold)
         blobs = new_blobs(model, shapes[0], cuts[0], biases)
         for other in cuts[1:]:
             for name, cut_ in other.items():

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pytrim.graph import Graph, Group, Use
+from pytrim.graph import Graph, Group, Use, elements
 
 
 def mean_blobs(graph: Graph, groups: list[Group]) -> dict[str, str]:
@@ -59,9 +59,8 @@ def contribution(weights: np.ndarray, use: Use, removed: np.ndarray, mean: np.nd
         return None
     if use.type == "InnerProduct":
         matrix = weights if use.params[0][1] == 1 else weights.T
-        spatial = use.layout.spatial
-        elements = (removed[:, None] * spatial + np.arange(spatial)[None, :]).ravel()
-        return matrix[:, elements].astype(np.float64) @ mean[elements]
+        inputs = elements(removed, use.layout.spatial)
+        return matrix[:, inputs].astype(np.float64) @ mean[inputs]
     out = weights.shape[0]
     if use.groups > 1:
         per_in, per_out = use.layout.width // use.groups, out // use.groups

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from pytrim.errors import UnsupportedTopology
 from pytrim.protoutil import layers_in_phase
 
@@ -45,6 +47,11 @@ class Segment:
     group: int
     start: int
     length: int
+
+
+def elements(channels: np.ndarray, spatial: int) -> np.ndarray:
+    """Channel positions -> element positions of a flattened C*H*W axis (channel-major)."""
+    return (channels[:, None] * spatial + np.arange(spatial)[None, :]).ravel() if spatial > 1 else channels
 
 
 @dataclass
@@ -198,9 +205,6 @@ class Graph:
     def groups(self) -> list[Group]:
         return [self.info[gid] for gid in sorted({self.root(g) for g in self.parent})]
 
-    def resolve(self, layout: Layout) -> Layout:
-        return Layout([Segment(self.root(s.group), s.start, s.length) for s in layout.segments], layout.spatial)
-
 
 # --- handlers: one per layer type ---------------------------------------------------------
 
@@ -321,13 +325,13 @@ def eltwise(g: Graph, layer: Any) -> None:
     g.set(layer.top[0], g.unify([g.layout(b) for b in layer.bottom], f"Eltwise {layer.name!r}"))
 
 
-def _axis(layer: Any, spec: Any, legacy: str) -> int:
+def _axis(spec: Any, legacy: str) -> int:
     return int(getattr(spec, legacy)) if spec.HasField(legacy) else int(spec.axis)
 
 
 def concat(g: Graph, layer: Any) -> None:
     layouts = [g.layout(b) for b in layer.bottom]
-    if _axis(layer, layer.concat_param, "concat_dim") != 1 or any(layout.spatial > 1 for layout in layouts):
+    if _axis(layer.concat_param, "concat_dim") != 1 or any(layout.spatial > 1 for layout in layouts):
         return unknown(g, layer, "on an axis other than the channels")
     return g.set(layer.top[0], Layout([s for layout in layouts for s in layout.segments]))
 
@@ -345,7 +349,7 @@ def _cut_layout(layout: Layout, start: int, length: int) -> Layout:
 
 def slice_(g: Graph, layer: Any) -> None:
     layout, spec = g.layout(layer.bottom[0]), layer.slice_param
-    if _axis(layer, spec, "slice_dim") != 1 or layout.spatial > 1:
+    if _axis(spec, "slice_dim") != 1 or layout.spatial > 1:
         return unknown(g, layer, "on an axis other than the channels")
     points = list(spec.slice_point)
     if not points:

@@ -13,7 +13,6 @@ which Convolution/InnerProduct layers can be trimmed and why the others cannot.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ import numpy as np
 from pytrim.caffe_env import caffe_pb2
 from pytrim.datasets import write_lmdb
 from pytrim.errors import BadInput
-from pytrim.files import write_json
+from pytrim.files import read_json, write_json
 from pytrim.protoutil import read_net, read_solver, write_text
 from pytrim.runner import ChildResult, run_child, run_step
 from pytrim.train import write_solver
@@ -148,13 +147,21 @@ def pipeline(tv: Path, deploy: Path | None, weights: Path, out: Path, layers: li
                                logs / "choose.log")  # fmt: skip
     inexact = ["--allow-inexact"] if opts.allow_inexact else []
     deploy_args = ["--deploy", str(deploy)] if deploy else []
-    steps["cut"] = run_step("cut", ["--net", str(tv), *deploy_args, *w, "--selection", str(out / "selection.json"),
-                                    "--out-dir", str(out / "cut"), *inexact], logs / "cut.log")  # fmt: skip
-    steps["verify"] = run_step("verify", ["--net", str(tv), *w, "--trimmed-net", str(out / "cut/train_val.prototxt"),
-                                          "--trimmed-weights", str(out / "cut/trimmed.caffemodel"), "--selection",
-                                          str(out / "selection.json"), "--quiet", *inexact],
-                               logs / "verify.log")  # fmt: skip
+    steps["cut"], steps["verify"] = cut_and_verify(tv, weights, out / "selection.json", out / "cut", logs, "",
+                                                   deploy_args + inexact, inexact)  # fmt: skip
     return steps
+
+
+def cut_and_verify(tv: Path, weights: Path, selection: Path, folder: Path, logs: Path, suffix: str,
+                   cut_extra: list[str], verify_extra: list[str]) -> tuple[ChildResult, ChildResult]:  # fmt: skip
+    """`pytrim cut` of a selection into `folder`, then `pytrim verify` of that cut (logs
+    cut<suffix>.log and verify<suffix>.log)."""
+    w = ["--net", str(tv), "--weights", str(weights), "--selection", str(selection)]
+    cut = run_step("cut", [*w, "--out-dir", str(folder), *cut_extra], logs / f"cut{suffix}.log")
+    verify = run_step("verify", [*w, "--trimmed-net", str(folder / "train_val.prototxt"), "--trimmed-weights",
+                                 str(folder / "trimmed.caffemodel"), "--quiet", *verify_extra],
+                      logs / f"verify{suffix}.log")  # fmt: skip
+    return cut, verify
 
 
 def retrain(out: Path, solver: Path | None, iterations: int) -> ChildResult:
@@ -182,15 +189,10 @@ def exact_part(tv: Path, weights: Path, out: Path, selection: Path, inexact: set
     exact cuts are proven within the tolerance, the inexact ones measured."""
     if not inexact:
         return None
-    chosen = json.loads(selection.read_text())
+    chosen = read_json(selection, "selection")
     chosen["layers"] = [e for e in chosen["layers"] if e["layer"] not in inexact]
     exact = write_json(out / "selection-exact.json", chosen)
-    w = ["--weights", str(weights)]
-    run_step("cut", ["--net", str(tv), *w, "--selection", str(exact), "--out-dir", str(out / "cut-exact")],
-             out / "logs/cut-exact.log")  # fmt: skip
-    done = run_step("verify", ["--net", str(tv), *w, "--trimmed-net", str(out / "cut-exact/train_val.prototxt"),
-                               "--trimmed-weights", str(out / "cut-exact/trimmed.caffemodel"), "--selection",
-                               str(exact), "--quiet"], out / "logs/verify-exact.log")  # fmt: skip
+    _, done = cut_and_verify(tv, weights, exact, out / "cut-exact", out / "logs", "-exact", [], [])
     return done.result
 
 

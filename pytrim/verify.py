@@ -22,12 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from pytrim.caffemodel import Caffemodel
 from pytrim.choose import Selection
-from pytrim.cut import group_of, positions, selection_of
+from pytrim.cut import folded_biases, group_of, positions, selection_of
 from pytrim.data import Feed, data_source
-from pytrim.graph import Graph, Layout, Use, build_graph
-from pytrim.netcheck import load_net, probe
-from pytrim.protoutil import layers_in_phase, read_net
+from pytrim.graph import Graph, Layout, Use, build_graph, elements
+from pytrim.netcheck import NetShapes, load_net, probe
+from pytrim.protoutil import layers_in_phase, read_net, write_text
 
 
 @dataclass
@@ -73,11 +74,6 @@ class VerifyResult:
         }
 
 
-def expand(keep: np.ndarray, spatial: int) -> np.ndarray:
-    """Channel positions -> element positions of a flattened axis (channel-major)."""
-    return (keep[:, None] * spatial + np.arange(spatial)[None, :]).ravel() if spatial > 1 else keep
-
-
 def silence(net: Any, graph: Graph, use: Use, keep: np.ndarray) -> None:
     """Zero the weights of a consumer that read the channels not in `keep`."""
     weights = net.params[use.layer][0].data
@@ -91,16 +87,13 @@ def silence(net: Any, graph: Graph, use: Use, keep: np.ndarray) -> None:
             weights[block * per_out : (block + 1) * per_out, local] = 0
         return
     index = [slice(None)] * weights.ndim
-    index[axis] = expand(removed, use.layout.spatial)
+    index[axis] = elements(removed, use.layout.spatial)
     weights[tuple(index)] = 0
 
 
 def with_biases(net_path: Path, weights: Path, biases: dict[str, np.ndarray], tmp: Path) -> Any:
     """The original net with the folded means added to its consumers' biases (a consumer
     without a bias gets one, as the trimmed net does)."""
-    from pytrim.caffemodel import Caffemodel
-    from pytrim.protoutil import write_text
-
     param = read_net(net_path)
     for layer in param.layer:
         if layer.name in biases:
@@ -164,7 +157,7 @@ def compare_blobs(masked: Any, trimmed: Any, layouts: dict[str, tuple[Layout, np
         want = masked.blobs[blob].data
         layout, keep = layouts.get(blob) or layouts.get(split_source(blob, layouts) or "", (None, None))
         if keep is not None and layout is not None and want.ndim >= 2:
-            want = np.take(want, expand(keep, layout.spatial), axis=1)
+            want = np.take(want, elements(keep, layout.spatial), axis=1)
         if want.shape != got.data.shape:
             problems.append(f"blob {blob!r}: shape {got.data.shape}, expected {want.shape}")
             continue
@@ -174,16 +167,12 @@ def compare_blobs(masked: Any, trimmed: Any, layouts: dict[str, tuple[Layout, np
 
 
 def fold_biases_of(
-    net_path: str | Path, weights: str | Path, graph: Graph, kept: dict[int, np.ndarray], fold: dict | None
+    shapes: NetShapes, weights: str | Path, graph: Graph, kept: dict[int, np.ndarray], fold: dict | None
 ) -> dict[str, np.ndarray]:
     if not fold:
         return {}
-    from pytrim.caffemodel import Caffemodel
-    from pytrim.cut import weights_reader
-    from pytrim.fold import fold_biases
-
     with Caffemodel(weights) as model:
-        return fold_biases(graph, kept, weights_reader(model, probe(net_path)), fold)
+        return folded_biases(graph, kept, model, shapes, fold)
 
 
 def verify(
@@ -201,13 +190,13 @@ def verify(
 ) -> VerifyResult:
     """Compare the silenced original with the trimmed net over `batches` forward passes (a
     deploy net gets seeded random input, or the images of `feed`)."""
-    net_param = read_net(net_path)
-    graph = build_graph(net_param, probe(net_path).blobs, allow_inexact=allow_inexact)
+    net_param, shapes = read_net(net_path), probe(net_path)
+    graph = build_graph(net_param, shapes.blobs, allow_inexact=allow_inexact)
     kept = selection_of(graph, selections)
     inexact = sorted({reason for name in selections for reason in group_of(graph, name).inexact})
     layouts = {blob: (layout, positions(graph, layout, kept)) for blob, layout in graph.layouts.items()}
     masked = masked_original(
-        Path(net_path), Path(weights), graph, kept, fold_biases_of(net_path, weights, graph, kept, fold)
+        Path(net_path), Path(weights), graph, kept, fold_biases_of(shapes, weights, graph, kept, fold)
     )
     trimmed = load_net(trimmed_net_path, trimmed_weights)
     rng = np.random.default_rng(seed)
