@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Put ImageNet (ILSVRC2012) where prototxt/vgg16/train_val.prototxt reads it: a thin
-wrapper of `python -m pytrim prepare-imagenet` (pytrim/cli/prepare_imagenet.py)."""
+"""Put ImageNet (ILSVRC2012) where prototxt/vgg16/train_val.prototxt reads it.
+
+A thin wrapper of `python -m pytrim prepare-imagenet` (pytrim/cli/prepare_imagenet.py); --help for its options."""
 
 from pytrim.cli import run
-from pytrim.cli.prepare_imagenet import main
 
 if __name__ == "__main__":
-    run(main)
+    run("prepare-imagenet")

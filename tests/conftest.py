@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pytrim.caffe_env import load_caffe
-from pytrim.datasets import write_lmdb
+from pytrim.caffeio.env import caffe_child_env, caffe_pb2, caffe_tool, load_caffe
+from pytrim.caffeio.lmdb import write_datums as write_lmdb
+from pytrim.core.runner import run_child
+from pytrim.stats.statsnet import PREFIX_FRAC
 
 ROOT = Path(__file__).resolve().parents[1]
 FILL = {"weight_filler": {"type": "gaussian", "std": 0.3}, "bias_filler": {"type": "gaussian", "std": 0.2}}
@@ -185,3 +187,41 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) ->
 def files_under(folder: Path) -> list[str]:
     """Relative paths of every file under `folder` (empty when it does not exist)."""
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+# --- test-only helpers (not part of the library) ----------------------------------------------
+
+
+def read_model(path: Path) -> Any:
+    """A (small) caffemodel parsed whole by protobuf (the library streams them: pytrim.caffeio.caffemodel)."""
+    model = caffe_pb2().NetParameter()
+    model.ParseFromString(Path(path).read_bytes())
+    return model
+
+
+def write_model(model: Any, path: Path) -> Path:
+    """A NetParameter written as a binary caffemodel."""
+    Path(path).write_bytes(model.SerializeToString())
+    return Path(path)
+
+
+def learnable_params(net: Any) -> int:
+    """Learnable parameters of a pycaffe Net: every blob of every layer but BatchNorm's statistics."""
+    kept = [blobs for name, blobs in net.params.items() if net.layer_dict[name].type != "BatchNorm"]
+    return sum(blob.data.size for blobs in kept for blob in blobs)
+
+
+def caffe_test_fractions(stats_prototxt: Path, weights: Path, iterations: int, log: Path) -> dict[str, np.ndarray]:
+    """Run Caffe's own `caffe test` on a statistics net (pytrim.stats.statsnet); per measured
+    blob the mean non-zero fraction of each (image slot, channel) element over the iterations,
+    as Caffe prints them (six significant digits)."""
+
+    args = [caffe_tool("caffe"), "test", f"--model={stats_prototxt}", f"--weights={weights}",
+            f"--iterations={iterations}"]  # fmt: skip
+    run_child(args, log, "caffe test", env=caffe_child_env())
+    values: dict[str, list[float]] = {}
+    for line in log.read_text().splitlines():
+        match = re.search(r"\] (pytrim_frac_\S+) = (\S+)", line)
+        if match and "Batch " not in line:
+            values.setdefault(match.group(1)[len(PREFIX_FRAC) :], []).append(float(match.group(2)))
+    return {name: np.asarray(v) for name, v in values.items()}

@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from conftest import write_net
+from conftest import read_model, write_net
 
-from pytrim.caffe_env import caffe_tool
-from pytrim.protoutil import read_model
+from pytrim.caffeio.env import caffe_tool
 
 
 def tiny_fc(path: Path) -> Path:

@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 from conftest import pytrim
 
-from pytrim.collect import collect_layer_data
-from pytrim.criteria import LayerData, magnitude_mask, unit_scores
+from pytrim.core.errors import StepFailed
+from pytrim.criteria.scores import magnitude_mask, unit_scores
+from pytrim.experiments.pruners import relief_prune
+from pytrim.experiments.sweep import run_comparison
+from pytrim.experiments.sweep_report import plot
+from pytrim.experiments.sweep_tasks import Data, NetFiles, Settings, Task, all_tasks, prepare
+from pytrim.stats.layer_data import LayerData, collect_layer_data
 
 # 3 neurons, 4 inputs.
 W = np.array([[1.0, -2.0, 0.0, 1.0], [0.5, 0.5, 0.5, 0.5], [-4.0, 0.0, 0.0, 0.0]])
@@ -50,7 +55,7 @@ def test_magnitude_threshold_is_quality_times_std() -> None:
 
 
 def test_layer_data_matches_brute_force(caffe, small_net: dict[str, Path]) -> None:
-    data = collect_layer_data(small_net["net"], small_net["weights"], ["conv2", "ip1"], limit=20, taylor=True)
+    data = collect_layer_data(small_net["net"], small_net["weights"], ["conv2", "ip1"], images=20, taylor=True)
     net = caffe.Net(str(small_net["net"]), str(small_net["weights"]), caffe.TEST)
     acts, grads, inputs, fc_inputs, conv2 = [], [], [], [], []
     for _ in range(2):
@@ -83,7 +88,7 @@ def test_masked_weights_stay_zero_through_solver_steps(caffe, small_net: dict[st
     masks = {name: rng.random(net.params[name][0].data.shape) > 0.5 for name in ("conv2", "ip1")}
     np.savez(d / "masks.npz", **masks)
     result = pytrim("train-masked", "--solver", solver, "--weights", small_net["weights"], "--masks",
-                    d / "masks.npz", "--max-iter", "15", "--out", d / "masked.caffemodel", "--quiet")  # fmt: skip
+                    d / "masks.npz", "--finetune-iters", "15", "--out", d / "masked.caffemodel", "--quiet")  # fmt: skip
     assert result.returncode == 0, result.stderr
     after = caffe.Net(str(small_net["net"]), str(d / "masked.caffemodel"), caffe.TEST)
     for name, mask in masks.items():
@@ -95,7 +100,6 @@ def test_masked_weights_stay_zero_through_solver_steps(caffe, small_net: dict[st
 
 def tiny_setup(small_net: dict[str, Path], tmp_path: Path) -> tuple:
     """The small net as a comparison net: its own data as train/val/test, a short solver."""
-    from pytrim.compare import Data, NetFiles
 
     solver = tmp_path / "solver.prototxt"
     solver.write_text(
@@ -108,8 +112,6 @@ def tiny_setup(small_net: dict[str, Path], tmp_path: Path) -> tuple:
 
 
 def test_relief_cuts_a_dead_neuron(caffe, small_net: dict[str, Path], tmp_path: Path) -> None:
-    from pytrim.compare import Settings, Task, prepare, relief_prune
-
     net = caffe.Net(str(small_net["net"]), str(small_net["weights"]), caffe.TEST)
     net.params["ip1"][0].data[4] = 0.0
     net.params["ip1"][1].data[4] = -1.0  # neuron 4 of ip1 always outputs ReLU(-1) = 0
@@ -127,8 +129,6 @@ def test_relief_cuts_a_dead_neuron(caffe, small_net: dict[str, Path], tmp_path: 
 
 
 def test_tiny_comparison_writes_the_curves(small_net: dict[str, Path], tmp_path: Path) -> None:
-    from pytrim.compare import Settings, all_tasks, run_comparison
-
     nets, data = tiny_setup(small_net, tmp_path)
     settings = Settings(unit_points=(0.25, 0.5), magnitude_points=(1.0,), seeds=(0, 1), budget=10, rounds=2,
                         stats_images=20, select_every=5)  # fmt: skip
@@ -159,9 +159,6 @@ def test_tiny_comparison_writes_the_curves(small_net: dict[str, Path], tmp_path:
 
 
 def test_the_comparison_refuses_an_unverified_cut(small_net: dict[str, Path], tmp_path: Path) -> None:
-    from pytrim.compare import Settings, Task, run_comparison
-    from pytrim.errors import StepFailed
-
     nets, data = tiny_setup(small_net, tmp_path)
     impossible = Settings(budget=10, stats_images=20, verify_tol=-1.0, seeds=(0,))  # no difference can pass
     with pytest.raises(StepFailed, match="does not verify"):
@@ -172,7 +169,6 @@ def test_the_comparison_refuses_an_unverified_cut(small_net: dict[str, Path], tm
 def test_the_plot_is_written_while_a_net_has_no_finished_task(tmp_path: Path) -> None:
     """Reports are rewritten as tasks end (in any order on Ray workers): a net without a
     finished task yet gets an empty panel, not an error."""
-    from pytrim.compare import plot
 
     row = {"net": "a", "criterion": "apoz", "compression": 2.0, "top1": 0.9, "top1_std": 0.01}
     report = {"baselines": {"a": {"top1": 0.91}, "b": {"top1": 0.9}}, "summary": [row]}

@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 from conftest import assert_one_line_error, pytrim, small_body, toy_images, write_net
 
-from pytrim.collect import collect
-from pytrim.data import Feed
-from pytrim.datasets import write_lmdb
-from pytrim.evaluate import evaluate
+from pytrim.caffeio.lmdb import write_datums as write_lmdb
+from pytrim.feeds.source import Feed
+from pytrim.stats.collect import collect
+from pytrim.stats.evaluate import evaluate
+from pytrim.surgery.choose import Selection
+from pytrim.surgery.cut import cut
+from pytrim.surgery.verify import verify
 
 SCALE = "0.00390625"
 
@@ -44,7 +47,7 @@ def test_deploy_fed_from_lmdb_or_list_equals_the_data_layer(small_net: dict[str,
         again = collect(small_net["deploy"], small_net["weights"], progress=False, feed=feed)
         for name, layer in stats.layers.items():
             np.testing.assert_array_equal(again.layers[name].points[0].zeros, layer.points[0].zeros)
-    r = pytrim("evaluate", "--net", small_net["deploy"], "--weights", small_net["weights"], "--data", listing,
+    r = pytrim("evaluate", "--net", small_net["deploy"], "--weights", small_net["weights"], "--feed", listing,
                "--scale", SCALE, "--quiet", "--result", tmp_path / "r.json")  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "r.json").read_text())["top1"] == reference.top1
@@ -68,10 +71,6 @@ def test_memory_data_net_is_fed_too(caffe, small_net: dict[str, Path], tmp_path:
 
 
 def test_verify_feeds_both_nets_the_same_images(small_net: dict[str, Path], tmp_path: Path) -> None:
-    from pytrim.choose import Selection
-    from pytrim.cut import cut
-    from pytrim.verify import verify
-
     chosen = {"conv2": Selection("conv2", 8, np.array([0, 2, 4, 6]), np.array([1, 3, 5, 7]))}
     out = tmp_path / "cut"
     cut([small_net["deploy"]], small_net["weights"], chosen, [out / "deploy.prototxt"], out / "t.caffemodel")
@@ -83,12 +82,12 @@ def test_verify_feeds_both_nets_the_same_images(small_net: dict[str, Path], tmp_
 
 def test_data_option_errors_are_one_line(small_net: dict[str, Path], tmp_path: Path) -> None:
     base = ("--weights", small_net["weights"], "--quiet")
-    assert_one_line_error(pytrim("evaluate", "--net", small_net["deploy"], *base), "give its TEST images with --data")
-    r = pytrim("evaluate", "--net", small_net["net"], *base, "--data", small_net["db"])
+    assert_one_line_error(pytrim("evaluate", "--net", small_net["deploy"], *base), "give its TEST images with --feed")
+    r = pytrim("evaluate", "--net", small_net["net"], *base, "--feed", small_net["db"])
     assert_one_line_error(r, "reads its own images")
     bad = write_net(tmp_path / "bad.txt", "no-label-here\n")
-    assert_one_line_error(pytrim("evaluate", "--net", small_net["deploy"], *base, "--data", bad), "'path label'")
-    r = pytrim("evaluate", "--net", small_net["deploy"], *base, "--data", small_net["db"], "--mean", "a,b")
+    assert_one_line_error(pytrim("evaluate", "--net", small_net["deploy"], *base, "--feed", bad), "'path label'")
+    r = pytrim("evaluate", "--net", small_net["deploy"], *base, "--feed", small_net["db"], "--mean", "a,b")
     assert_one_line_error(r, "--mean")
 
 

@@ -12,16 +12,13 @@ import numpy as np
 import pytest
 from conftest import make_idx_dataset, write_idx, write_net
 
-from pytrim.datasets import (
-    FASHION_MNIST_DIR,
-    MNIST_MD5,
-    DatasetError,
-    download_mnist,
-    lmdb_entries,
-    read_idx,
-    read_split,
-    write_lmdb,
-)
+from pytrim.caffeio.env import caffe_pb2
+from pytrim.caffeio.lmdb import entries as lmdb_entries
+from pytrim.caffeio.lmdb import sample_lmdb
+from pytrim.caffeio.lmdb import write_datums as write_lmdb
+from pytrim.cli import run_command
+from pytrim.core.errors import DatasetError
+from pytrim.feeds.datasets import FASHION_MNIST_DIR, MNIST_MD5, download_mnist, read_idx, read_split
 
 
 def reader(path: Path, source: Path, batch: int) -> Path:
@@ -135,12 +132,10 @@ def test_download_rejects_wrong_checksum_and_leaves_nothing(tmp_path: Path) -> N
 
 
 def test_prepare_lenet_writes_lmdbs_and_refuses_bad_input(caffe, tmp_path: Path) -> None:
-    from pytrim.cli import prepare_lenet
-
     source = make_idx_dataset(tmp_path / "idx", n_train=20, n_test=10)
     out = tmp_path / "lenet"
-    args = ["--dataset", "mnist", "--from", str(source), "--out", str(out), "--quiet", "--val", "5"]
-    assert prepare_lenet.main(args) == 0
+    args = ["--dataset", "mnist", "--from", str(source), "--out", str(out), "--quiet", "--val-images", "5"]
+    assert run_command("prepare-lenet", args) == 0
     assert lmdb_entries(out / "train_lmdb") == 15 and lmdb_entries(out / "test_lmdb") == 10
     assert lmdb_entries(out / "val_lmdb") == 5  # the last 5 training images, held out
     train = read_split(source, "train")
@@ -153,22 +148,18 @@ def test_prepare_lenet_writes_lmdbs_and_refuses_bad_input(caffe, tmp_path: Path)
     (bad / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(gzip.decompress(raw)[:-100]))
     out2 = tmp_path / "lenet2"
     with pytest.raises(DatasetError, match="truncated"):
-        prepare_lenet.main(["--dataset", "mnist", "--from", str(bad), "--out", str(out2), "--quiet"])
+        run_command("prepare-lenet", ["--dataset", "mnist", "--from", str(bad), "--out", str(out2), "--quiet"])
     assert not out2.exists() or list(out2.iterdir()) == []
 
 
 def labels_of(db: Path) -> list[int]:
     import lmdb
 
-    from pytrim.caffe_env import caffe_pb2
-
     with lmdb.open(str(db), readonly=True, lock=False) as env, env.begin() as txn:
         return [caffe_pb2().Datum.FromString(v).label for _, v in txn.cursor()]
 
 
 def test_sample_lmdb_is_seeded_and_random(tmp_path: Path) -> None:
-    from pytrim.datasets import sample_lmdb
-
     labels = np.arange(50, dtype=np.uint8)
     db = write_lmdb(np.zeros((50, 2, 2), np.uint8), labels, tmp_path / "db", progress=False)
     a = labels_of(sample_lmdb(db, tmp_path / "a", 10, seed=1))

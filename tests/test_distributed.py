@@ -4,7 +4,7 @@ retried, a two-node cluster, a sweep with a failing task, bad addresses; and PYT
 
 The single-process references run as children with one BLAS thread, as every Ray worker
 does: OpenBLAS's multi-threaded GEMM adds in another order, which changes float sums in
-their last bits (pytrim.distributed says so)."""
+their last bits (pytrim.scale.cluster says so)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,30 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 import pytest
 from conftest import ROOT, assert_one_line_error, files_under, pytrim
 from test_criteria import tiny_setup
+
+from pytrim.caffeio import env as caffe_env
+from pytrim.caffeio.env import caffe_pb2
+from pytrim.caffeio.lmdb import write_datums as write_lmdb
+from pytrim.caffeio.netcheck import load_net
+from pytrim.caffeio.proto import read_net
+from pytrim.core.errors import BadInput, StepFailed
+from pytrim.experiments.sweep import run_comparison
+from pytrim.experiments.sweep_tasks import Settings, Task
+from pytrim.feeds.image import Transform
+from pytrim.feeds.source import Feeder, Records, data_source
+from pytrim.scale.cluster import connected, run_remote, session, single_threaded
+from pytrim.scale.shards import OrderedSum, merge, run_shard, shard_jobs, shard_ranges, test_data_layer
+from pytrim.stats.collect import apoz_pass, collect
+from pytrim.stats.evaluate import evaluate
+from pytrim.stats.layer_data import collect_layer_data
+from pytrim.stats.statsfile import save_stats
 
 ONE_THREAD = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 
@@ -40,7 +58,7 @@ def assert_same_arrays(one: dict[str, np.ndarray], other: dict[str, np.ndarray])
 
 def reference_stats(small_net: dict[str, Path], out: Path) -> dict[str, np.ndarray]:
     result = pytrim("collect", "--net", small_net["net"], "--weights", small_net["weights"], "--out", out,
-                    "--means", "--quiet", env=ONE_THREAD)  # fmt: skip
+                    "--keep-means", "--quiet", env=ONE_THREAD)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     return h5_arrays(out)
 
@@ -50,8 +68,6 @@ def local_ray():
     """A local Ray with three worker slots, started by the test (pytrim uses it as it is)."""
     import ray
 
-    from pytrim.distributed import single_threaded
-
     with single_threaded():
         ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield ray
@@ -59,8 +75,6 @@ def local_ray():
 
 
 def test_ordered_sums_do_not_depend_on_the_split() -> None:
-    from pytrim.shards import OrderedSum
-
     rng = np.random.default_rng(0)
     terms = [rng.standard_normal(7) * 10.0 ** rng.integers(-8, 8) for _ in range(150)]  # > 2 chunks
     whole = OrderedSum()
@@ -80,10 +94,6 @@ def test_ordered_sums_do_not_depend_on_the_split() -> None:
 def test_the_shard_feed_gives_caffes_own_input_bits(caffe, transform: str, tmp_path: Path) -> None:
     """Centre crop, mean (values or file) and scale, on colour images: the same float32 inputs
     as Caffe's Data layer computes in the TEST phase."""
-    from pytrim.caffe_env import caffe_pb2
-    from pytrim.datasets import write_lmdb
-    from pytrim.protoutil import read_net
-    from pytrim.shards import RangeSource, Transformer, test_data_layer
 
     rng = np.random.default_rng(5)
     db = write_lmdb(rng.integers(0, 256, (7, 3, 12, 10), dtype=np.uint8), np.arange(7) % 3, tmp_path / "db", False)
@@ -98,25 +108,21 @@ def test_the_shard_feed_gives_caffes_own_input_bits(caffe, transform: str, tmp_p
                    f'data_param {{ source: "{db}" batch_size: 7 backend: LMDB }} }}')  # fmt: skip
     caffe_net = caffe.Net(str(net), caffe.TEST)
     caffe_net.forward()
-    source = RangeSource(db, 0, 7, 7, Transformer.of(test_data_layer(read_net(net))), "data", "label")
+    feeder = Feeder(Records(db), list(range(7)), Transform.of_layer(test_data_layer(read_net(net))))
     fed = caffe.Net(str(net), caffe.TEST)  # only its blobs are used
-    source.feed(fed, 0)
+    feeder.feed(fed, "data", "label", 0, 7)
     assert np.array_equal(fed.blobs["data"].data, caffe_net.blobs["data"].data)
-    assert source.labels == caffe_net.blobs["label"].data.astype(int).tolist()
+    assert feeder.labels == caffe_net.blobs["label"].data.astype(int).tolist()
 
 
 def test_shards_merge_into_the_single_process_numbers(small_net: dict[str, Path], local_ray, tmp_path: Path) -> None:
-    from pytrim.collect import collect, collect_layer_data, save_stats
-    from pytrim.evaluate import evaluate
-    from pytrim.shards import shard_ranges
-
     assert shard_ranges(25, 10, 3) == [(0, 10), (10, 20), (20, 25)]  # the last is shorter than a batch
     net, weights = small_net["net"], small_net["weights"]
     save_stats(collect(net, weights, means=True, workers=3, progress=False), tmp_path / "three.h5")
     assert_same_arrays(reference_stats(small_net, tmp_path / "one.h5"), h5_arrays(tmp_path / "three.h5"))
     # Every statistic the criteria read (Taylor's backward pass included).
     layers = ["conv1", "conv2", "ip1"]
-    code = (f"import numpy as np; from pytrim.collect import collect_layer_data as c; d = c({str(net)!r}, "
+    code = (f"import numpy as np; from pytrim.stats.layer_data import collect_layer_data as c; d = c({str(net)!r}, "
             f"{str(weights)!r}, {layers!r}, taylor=True); np.savez({str(tmp_path / 'one.npz')!r}, "
             "**{f'{n}.{k}': getattr(v, k) for n, v in d.items() for k in ('zeros', 'activation_sum', "
             "'taylor', 'input_abs_mean')})")  # fmt: skip
@@ -134,21 +140,30 @@ def test_shards_merge_into_the_single_process_numbers(small_net: dict[str, Path]
     assert split.images == 25
 
 
-def test_a_killed_worker_is_retried(small_net: dict[str, Path], tmp_path: Path) -> None:
+def test_a_killed_worker_is_retried(small_net: dict[str, Path], local_ray, tmp_path: Path) -> None:
     marker = tmp_path / "killed"
-    env = {**ONE_THREAD, "PYTRIM_TEST_KILL_ONCE": str(marker)}
-    result = pytrim("collect", "--net", small_net["net"], "--weights", small_net["weights"], "--out",
-                    tmp_path / "two.h5", "--means", "--quiet", "--workers", "2", env=env)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+
+    def dying(job: Any) -> dict[str, Any]:  # travels to the worker by value
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return run_shard(job)
+        os._exit(17)  # the first worker to get here dies, as one killed by the system would
+
+    net, weights = small_net["net"], small_net["weights"]
+    data = data_source(read_net(net))
+    plan = shard_jobs(apoz_pass, net, weights, data, {"blobs": ["conv1", "relu2"], "folded": {}})
+    with session(2, None) as s:
+        merged = merge(run_remote(s, dying, plan(s.slots), "APoZ", lambda job: job.label))
     assert marker.exists()  # a worker died on its shard, and the shard ran again
-    assert_same_arrays(reference_stats(small_net, tmp_path / "one.h5"), h5_arrays(tmp_path / "two.h5"))
+    alone = apoz_pass(load_net(net, weights), data, {"blobs": ["conv1", "relu2"], "folded": {}})
+    assert merged["images"] == alone["images"] == 25
+    for blob in ("conv1", "relu2"):
+        assert np.array_equal(merged["zeros"][blob], alone["zeros"][blob])
 
 
 def test_a_two_node_cluster(small_net: dict[str, Path], tmp_path: Path) -> None:
     from ray.cluster_utils import Cluster
-
-    from pytrim.collect import collect, save_stats
-    from pytrim.distributed import single_threaded
 
     with single_threaded():
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
@@ -163,12 +178,6 @@ def test_a_two_node_cluster(small_net: dict[str, Path], tmp_path: Path) -> None:
 
 
 def test_a_worker_that_cannot_read_the_weights_names_its_node(small_net: dict[str, Path], local_ray) -> None:
-    from pytrim.data import data_source
-    from pytrim.distributed import connected, run_remote
-    from pytrim.errors import StepFailed
-    from pytrim.protoutil import read_net
-    from pytrim.shards import run_shard, shard_jobs
-
     data = data_source(read_net(small_net["net"]))
     jobs = shard_jobs("evaluate", small_net["net"], small_net["weights"], data, {"scores": "ip2"})(3)
     jobs[1].weights_sha256 = "0" * 64  # another file at the same path on that node
@@ -180,9 +189,6 @@ def test_a_worker_that_cannot_read_the_weights_names_its_node(small_net: dict[st
 
 
 def test_a_sweep_keeps_going_past_a_failing_task(small_net: dict[str, Path], tmp_path: Path) -> None:
-    from pytrim.compare import Settings, Task, run_comparison
-    from pytrim.errors import StepFailed
-
     nets, data = tiny_setup(small_net, tmp_path)
     settings = Settings(budget=10, rounds=2, stats_images=20, select_every=5, seeds=(0,), verify_tol=-1.0)
     tasks = [Task("small", "l1", 0.5, 0), Task("small", "magnitude", 1.0, 0)]  # l1's cut cannot verify
@@ -213,9 +219,6 @@ def test_an_unreachable_cluster_fails_fast(small_net: dict[str, Path], tmp_path:
 
 
 def test_the_gpu_flag_names_every_device(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pytrim import caffe_env
-    from pytrim.errors import BadInput
-
     monkeypatch.setattr(caffe_env, "gpu_count", lambda: 4)
     monkeypatch.setattr(caffe_env, "cpu_only_build", lambda: False)
     for value, flag, first in (("0,1,2,3", ["--gpu=0,1,2,3"], 0), ("2", ["--gpu=2"], 2), ("", [], None)):

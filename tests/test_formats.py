@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import pytrim, write_net
+from conftest import pytrim, read_model, write_model, write_net
 
-from pytrim.caffe_env import caffe_pb2
-from pytrim.caffemodel import Caffemodel, CaffemodelError
-from pytrim.protoutil import read_model, read_net, write_model
-from pytrim.upgrade import current_format, is_old_caffemodel, is_old_prototxt
+from pytrim.caffeio.caffemodel import Caffemodel, CaffemodelError
+from pytrim.caffeio.env import caffe_pb2
+from pytrim.caffeio.proto import read_net
+from pytrim.caffeio.upgrade import current_format, is_old_caffemodel, is_old_prototxt
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,7 +92,7 @@ def test_v1_files_are_upgraded_and_trimmed(caffe, tmp_path: Path) -> None:
     # The tools take the V1 files directly: upgraded, cut, verified.
     selection = tmp_path / "sel.json"
     selection.write_text(json.dumps({"layers": [{"layer": "conv1", "width": 4, "keep": [0, 2, 3], "remove": [1]}]}))
-    result = pytrim("cut", "--net", proto, "--weights", weights, "--selection", selection, "--out-dir",
+    result = pytrim("cut", "--net", proto, "--weights", weights, "--selection", selection, "--out",
                     tmp_path / "cut", "--verify")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "old (V0/V1) format; upgraded with Caffe's upgrade_net_proto_text" in result.stderr

@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 from conftest import ROOT, assert_one_line_error, files_under, net_text, pytrim, small_body, toy_db, write_net
 
-from pytrim.caffemodel import Caffemodel, CaffemodelError
-from pytrim.protoutil import read_net, write_text
+from pytrim.caffeio.caffemodel import Caffemodel, CaffemodelError
+from pytrim.caffeio.env import caffe_pb2
+from pytrim.caffeio.lmdb import write_datums as write_lmdb
+from pytrim.caffeio.proto import read_net, write_text
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -52,7 +54,7 @@ def test_outputs_that_are_or_hold_an_input_are_refused(inputs: dict[str, Path], 
     before = digest(tmp_path)
     n, w = inputs["net"], inputs["weights"]
     cases = [
-        (("cut", "--net", n, "--weights", w, "--selection", inputs["selection"], "--out-dir", tmp_path), "contains"),
+        (("cut", "--net", n, "--weights", w, "--selection", inputs["selection"], "--out", tmp_path), "contains"),
         (("collect", "--net", n, "--weights", w, "--out", w), "is the input --weights"),
         (("choose", "--stats", inputs["stats"], "--layers", "conv2", "--out", inputs["stats"]), "is the input --stats"),
         (("score", "--net", n, "--weights", w, "--criterion", "l1", "--layers", "conv2", "--out", n), "is the input"),
@@ -116,7 +118,7 @@ def test_weights_that_do_not_fit_are_one_line_errors(caffe, inputs: dict[str, Pa
     caffe.Net(str(ROOT / "prototxt/lenet/deploy.prototxt"), caffe.TEST).save(str(lenet))
     r = pytrim("evaluate", "--net", n, "--weights", lenet, "--quiet")
     assert_one_line_error(r, "does not match", "conv1 blob 0: shape (6, 1, 3, 3)", "(20, 1, 5, 5)")
-    r = pytrim("compare", "--net", n, "--weights", w, "--weights2", lenet)
+    r = pytrim("compare", "--net", n, "--weights", w, "--trimmed-weights", lenet)
     assert_one_line_error(r, "does not match")
     # Two caffemodels concatenated: Caffe would load each copy in turn; refused by name.
     twice = tmp_path / "twice.caffemodel"
@@ -134,21 +136,17 @@ def test_weights_that_do_not_fit_are_one_line_errors(caffe, inputs: dict[str, Pa
     plain = write_net(tmp_path / "sel.json", json.dumps({"layers": [{"layer": "conv2", "width": 8, "keep": [0, 1],
                                                                       "remove": [2, 3, 4, 5, 6, 7]}]}))  # fmt: skip
     r = pytrim("cut", "--net", n, "--weights", tmp_path / "five.caffemodel", "--selection", plain,
-               "--out-dir", tmp_path / "cut")  # fmt: skip
+               "--out", tmp_path / "cut")  # fmt: skip
     assert_one_line_error(r, "conv2 blob 0: shape (8, 6, 3, 3)", "(8, 6, 5, 5)")
     assert not (tmp_path / "cut").exists()
 
 
 def test_bad_data_is_a_one_line_error(inputs: dict[str, Path], tmp_path: Path) -> None:
-    from pytrim.datasets import write_lmdb
-
     w = inputs["weights"]
     empty = write_lmdb(np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8), tmp_path / "empty", progress=False)
     wrong = toy_db(tmp_path / "wrong", 6, side=32)
     mixed = tmp_path / "mixed"
     import lmdb
-
-    from pytrim.caffe_env import caffe_pb2
 
     with lmdb.open(str(mixed), map_size=1 << 22) as env, env.begin(write=True) as txn:
         for i, side in enumerate((28, 28, 32)):
@@ -157,7 +155,7 @@ def test_bad_data_is_a_one_line_error(inputs: dict[str, Path], tmp_path: Path) -
     for source, message in ((empty, "is empty"), (wrong, "does not match"), (mixed, "records of different sizes")):
         net = write_net(tmp_path / f"{source.name}.prototxt", net_text(small_body, [3, 1, 28, 28], (source, source, 3)))
         assert_one_line_error(pytrim("evaluate", "--net", net, "--weights", w, "--quiet"), message)
-    assert_one_line_error(pytrim("evaluate", "--net", inputs["net"], "--weights", w, "--limit", "0"), "--limit")
+    assert_one_line_error(pytrim("evaluate", "--net", inputs["net"], "--weights", w, "--images", "0"), "--images")
 
 
 # --- files that are not what they claim -----------------------------------------------------
@@ -172,7 +170,7 @@ def test_damaged_files_are_one_line_errors(inputs: dict[str, Path], tmp_path: Pa
     not_json = write_net(tmp_path / "broken.json", '{"layers": [')
     for selection, message in ((as_list, "the top level is a list"), (not_json, "not a valid selection file")):
         r = pytrim("cut", "--net", inputs["net"], "--weights", inputs["weights"], "--selection", selection,
-                   "--out-dir", tmp_path / "cut")  # fmt: skip
+                   "--out", tmp_path / "cut")  # fmt: skip
         assert_one_line_error(r, str(selection), message)
     assert not (tmp_path / "cut").exists() and not (tmp_path / "s.json").exists()
 
@@ -208,7 +206,7 @@ def limited(size: int):
 def test_a_full_disk_or_unwritable_folder_leaves_no_partial_output(inputs: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "cut"
     args = ["--net", inputs["net"], "--deploy", inputs["deploy"], "--weights", inputs["weights"], "--selection",
-            inputs["selection"], "--out-dir", out]  # fmt: skip
+            inputs["selection"], "--out", out]  # fmt: skip
     # The prototxts fit under the limit, the caffemodel does not.
     assert max(inputs["net"].stat().st_size, inputs["deploy"].stat().st_size) < 8000 < inputs["weights"].stat().st_size
     r = pytrim("cut", *args, preexec_fn=limited(8000))
@@ -224,7 +222,7 @@ def test_a_programming_error_keeps_its_traceback() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 1 and "Traceback" in result.stderr and "KeyError: 'missing'" in result.stderr
     assert "error: " not in result.stderr
-    code = "from pytrim.cli import run\nfrom pytrim.errors import BadInput\n"
+    code = "from pytrim.cli import run\nfrom pytrim.core.errors import BadInput\n"
     code += "def main():\n    raise BadInput('x')\nrun(main)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 1 and result.stderr == "error: x\n"

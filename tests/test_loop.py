@@ -15,6 +15,11 @@ import pytest
 from conftest import ROOT, assert_one_line_error, files_under, net_text, small_body, toy_db, write_net
 from google.protobuf import text_format
 
+from pytrim.caffeio.caffemodel import Caffemodel
+from pytrim.core.files import sha256_file
+from pytrim.loop.schedule import load_schedule
+from pytrim.stats.statsfile import load_stats
+
 SOLVER = """net: "{net}"
 test_iter: 2
 test_interval: {test_interval}
@@ -150,7 +155,7 @@ def test_other_settings_are_computed_again_from_where_they_differ(problem: Path)
     state = json.loads((problem / "run/state.json").read_text())
     assert state["iterations"][0]["steps"]["retrain"]["result"]["iterations"] == 10
     # Another k in the schedule file (rule apoz): the choice is redone.
-    text = (problem / "schedule.toml").read_text().replace('rule = "ratio"', 'rule = "apoz"\nk = 0.5')
+    text = (problem / "schedule.toml").read_text().replace('rule = "ratio"', 'rule = "mean_std"\nk = 0.5')
     write_net(problem / "k.toml", text)
     result = trim(problem, "--iterations", "1", schedule="k.toml")
     assert result.returncode == 0 and "select (iteration 1): its inputs or settings changed" in result.stdout
@@ -257,7 +262,7 @@ def test_stop_rule_keeps_the_iteration_before(problem: Path) -> None:
 
 
 def test_nothing_left_to_trim_ends_the_loop(problem: Path) -> None:
-    text = (problem / "schedule.toml").read_text().replace('rule = "ratio"', 'rule = "apoz"\nk = 100.0')
+    text = (problem / "schedule.toml").read_text().replace('rule = "ratio"', 'rule = "mean_std"\nk = 100.0')
     write_net(problem / "k.toml", text)
     result = trim(problem, schedule="k.toml")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -343,7 +348,6 @@ def test_weights_option_trims_a_users_own_caffemodel(problem: Path, caffe) -> No
     assert result.returncode == 0, result.stderr[-3000:]
     state = json.loads((problem / "run/state.json").read_text())
     assert "train" not in state["baseline"].get("steps", {})
-    from pytrim.files import sha256_file
 
     stats = problem / "run/iter-01/stats.h5"
     import h5py
@@ -365,7 +369,6 @@ def test_loop_with_another_criterion(problem: Path) -> None:
     """The same loop with the L1 criterion: the removed neurons are the lowest-L1 ones."""
     result = trim(problem, "--criterion", "l1", "--iterations", "1")
     assert result.returncode == 0, result.stderr[-3000:]
-    from pytrim.caffemodel import Caffemodel
 
     chosen = json.loads((problem / "run/iter-01/selection.json").read_text())["layers"]
     with Caffemodel(problem / "baseline.caffemodel") as model:
@@ -378,8 +381,6 @@ def test_loop_with_another_criterion(problem: Path) -> None:
 
 
 def test_shipped_schedules_load() -> None:
-    from pytrim.schedule import load_schedule
-
     lenet = load_schedule(ROOT / "prototxt/lenet/trim.toml")
     assert lenet.plan.layers == ["conv2", "ip1"] and lenet.train_missing_weights and lenet.iterations == 6
     assert lenet.net.is_file() and lenet.finetune_solver.is_file()
@@ -432,7 +433,6 @@ def test_the_loop_on_ray_workers_makes_the_same_choices(problem: Path) -> None:
         assert done.returncode == 0, done.stderr[-3000:]
     chosen = [json.loads((problem / out / "iter-01/selection.json").read_text()) for out in ("alone", "ray")]
     assert chosen[0] == chosen[1]
-    from pytrim.collect import load_stats
 
     assert [load_stats(problem / out / "iter-01/stats.h5").source["shards"] for out in ("alone", "ray")] == ["1", "2"]
     reports = [json.loads((problem / out / "report.json").read_text()) for out in ("alone", "ray")]

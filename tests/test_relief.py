@@ -9,17 +9,8 @@ from pathlib import Path
 import numpy as np
 from conftest import net_text, small_body, toy_db, write_net
 
-from pytrim.relief import (
-    LayerInput,
-    ReliefNet,
-    ReliefSettings,
-    conv_importance,
-    fc_importance,
-    keep_rule,
-    layer_masks,
-    run_relief,
-    window_sums,
-)
+from pytrim.criteria.relief import LayerInput, conv_importance, fc_importance, keep_rule, layer_masks, window_sums
+from pytrim.experiments.relief import ReliefNet, ReliefSettings, run_relief
 
 
 def test_keep_rule_is_the_authors() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from conftest import ROOT, pytrim
 
-from pytrim.zoo import write
+from pytrim.caffeio.zoo import write
 
 
 def test_full_size_resnet50_every_group_cut_and_verified(tmp_path: Path) -> None:
@@ -30,7 +30,7 @@ def test_full_size_resnet50_every_group_cut_and_verified(tmp_path: Path) -> None
 
 
 def test_vgg16_synthetic_command_cuts_conv5_3_and_fc6(tmp_path: Path) -> None:
-    result = pytrim("vgg16", "--synthetic", "--images", "2", "--batch", "1", "--solver-iters", "1", "--out",
+    result = pytrim("vgg16", "--synthetic", "--images", "2", "--batch", "1", "--finetune-iters", "1", "--out",
                     tmp_path / "vgg", "--quiet", cwd=ROOT)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "vgg/report.json").read_text())

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from conftest import ROOT, net_text, toy_db, write_net
 
-from pytrim.__main__ import COMMANDS
-from pytrim.errors import CaffeCrashed, TrainingDiverged
-from pytrim.evaluate import evaluate, topk_hits
-from pytrim.train import train
+from pytrim.cli import COMMANDS
+from pytrim.core.errors import CaffeCrashed, TrainingDiverged
+from pytrim.retrain.solver import train
+from pytrim.stats.evaluate import evaluate, topk_hits
 
 
 def train_body(n, data):

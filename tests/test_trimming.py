@@ -3,20 +3,36 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, assert_one_line_error, files_under, net_text, pytrim, small_body, toy_db, write_net
+from conftest import (
+    ROOT,
+    assert_one_line_error,
+    caffe_test_fractions,
+    files_under,
+    net_text,
+    pytrim,
+    read_model,
+    small_body,
+    toy_db,
+    write_model,
+    write_net,
+)
 
-from pytrim.choose import Rule, Selection, choose
-from pytrim.collect import collect, load_stats, net_graph, save_stats
-from pytrim.cut import cut, group_of
-from pytrim.datasets import write_lmdb
-from pytrim.errors import UnsupportedTopology
-from pytrim.protoutil import read_model, read_net, write_model
-from pytrim.statsnet import caffe_test_fractions, write_stats_net
-from pytrim.verify import verify
+from pytrim.caffeio.lmdb import write_datums as write_lmdb
+from pytrim.caffeio.proto import read_net
+from pytrim.core.errors import UnsupportedTopology
+from pytrim.graph.build import net_graph
+from pytrim.graph.queries import group_of
+from pytrim.stats.collect import collect
+from pytrim.stats.statsfile import load_stats, save_stats
+from pytrim.stats.statsnet import write_stats_net
+from pytrim.surgery.choose import Rule, Selection, choose
+from pytrim.surgery.cut import cut
+from pytrim.surgery.verify import verify
 
 
 def fc_body(n, data):
@@ -48,7 +64,7 @@ def test_apoz_equals_numpy_count_with_chosen_weights(caffe, tmp_path: Path) -> N
 
 
 def test_apoz_equals_brute_force_count(caffe, small_net: dict[str, Path]) -> None:
-    stats = collect(small_net["net"], small_net["weights"], limit=23, progress=False)
+    stats = collect(small_net["net"], small_net["weights"], images=23, progress=False)
     assert list(stats.layers) == ["conv1", "conv2", "ip1"]
     assert {name: [p.blob for p in layer.points] for name, layer in stats.layers.items()} == {
         "conv1": ["conv1"],
@@ -104,8 +120,8 @@ def test_layer_without_relu_counts_outputs_at_most_zero(caffe, tmp_path: Path) -
 def test_statistics_net_counts_exactly_on_the_device(caffe, small_net: dict[str, Path]) -> None:
     """Threshold + global pooling inside Caffe give the same counts as counting on the host;
     `caffe test` on the same statistics net gives them within its printed precision."""
-    host = collect(small_net["net"], small_net["weights"], limit=20, progress=False, device_counting=False)
-    device = collect(small_net["net"], small_net["weights"], limit=20, progress=False, device_counting=True)
+    host = collect(small_net["net"], small_net["weights"], images=20, progress=False, device_counting=False)
+    device = collect(small_net["net"], small_net["weights"], images=20, progress=False, device_counting=True)
     for name in host.layers:
         np.testing.assert_array_equal(device.layers[name].zeros, host.layers[name].zeros)
         assert device.layers[name].positions == host.layers[name].positions
@@ -120,12 +136,14 @@ def test_statistics_net_counts_exactly_on_the_device(caffe, small_net: dict[str,
 def test_choose_mean_plus_k_std() -> None:
     scores = np.array([0.1, 0.2, 0.2, 0.3, 0.9, 0.95, 0.25, 0.15])
     threshold = scores.mean() + scores.std()
-    chosen = choose("l", scores, Rule("apoz", k=1.0))
+    chosen = choose("l", scores, Rule("mean_std", k=1.0))
     assert chosen.threshold == pytest.approx(threshold)
     assert chosen.remove.tolist() == [4, 5] and len(chosen.keep) == 6
-    assert choose("l", scores, Rule("apoz", k=0.0)).remove.tolist() == sorted(np.flatnonzero(scores > scores.mean()))
+    assert choose("l", scores, Rule("mean_std", k=0.0)).remove.tolist() == sorted(
+        np.flatnonzero(scores > scores.mean())
+    )
     # The minimum to keep caps the removal, dropping the highest scores first.
-    assert choose("l", scores, Rule("apoz", k=0.0, min_keep=6)).remove.tolist() == [4, 5]
+    assert choose("l", scores, Rule("mean_std", k=0.0, min_keep=6)).remove.tolist() == [4, 5]
     assert choose("l", scores, Rule("ratio", ratio=0.25)).remove.tolist() == [4, 5]
     assert choose("l", scores, Rule("count", count=3)).remove.tolist() == [3, 4, 5]
 
@@ -135,7 +153,7 @@ def test_choose_never_empties_a_layer() -> None:
     assert len(choose("l", scores, Rule("count", count=10)).keep) == 1
     assert len(choose("l", scores, Rule("count", count=10, min_keep=0)).keep) == 1
     assert len(choose("l", scores, Rule("ratio", ratio=0.99, min_keep=3)).keep) == 3
-    assert len(choose("l", scores, Rule("apoz")).keep) == 5  # no score is above mean + std
+    assert len(choose("l", scores, Rule("mean_std")).keep) == 5  # no score is above mean + std
     with pytest.raises(ValueError):
         Rule("ratio", ratio=1.0)
 
@@ -219,11 +237,11 @@ def collect_choose(small_net: dict[str, Path], out: Path, *choose_args: str) -> 
 
 def test_cut_tool_with_verify(small_net: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "out"
-    collect_choose(small_net, out, "--layers", "conv2,ip1", "--count", "conv2=3", "ip1=5")
+    collect_choose(small_net, out, "--layers", "conv2,ip1", "--count", "conv2=3,ip1=5")
     assert (out / "apoz_conv2.png").stat().st_size > 1000
     assert [e["kept"] for e in json.loads((out / "sel.json").read_text())["layers"]] == [5, 7]
     r = pytrim("cut", "--net", small_net["net"], "--deploy", small_net["deploy"], "--weights", small_net["weights"],
-               "--selection", out / "sel.json", "--out-dir", out / "cut", "--verify", "--result",
+               "--selection", out / "sel.json", "--out", out / "cut", "--verify", "--result",
                out / "cut.json")  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "cut.json").read_text())["verify"]["ok"] is True
@@ -267,15 +285,19 @@ def test_compare_reports_flops_params_and_accuracy(small_net: dict[str, Path]) -
     chosen = {"ip1": selection("ip1", 12, [0, 1, 2, 3])}
     out = small_net["dir"] / "cut"
     cut([small_net["net"]], small_net["weights"], chosen, [out / "train_val.prototxt"], out / "trimmed.caffemodel")
-    result = pytrim("compare", "--net", small_net["net"], "--weights", small_net["weights"], "--net2",
-                    out / "train_val.prototxt", "--weights2", out / "trimmed.caffemodel", "--json")  # fmt: skip
+    result = pytrim("compare", "--net", small_net["net"], "--weights", small_net["weights"], "--trimmed-net",
+                    out / "train_val.prototxt", "--trimmed-weights", out / "trimmed.caffemodel", "--json")  # fmt: skip
     assert result.returncode == 0, result.stderr
-    a, b = json.loads(result.stdout).values()
-    # 2 FLOPs per multiply-add: conv1 54 weights x 26x26, conv2 432 x 12x12, ip1 288x12, ip2 12x10.
-    assert a["flops"] == 2 * (54 * 676 + 432 * 144 + 288 * 12 + 12 * 10) == 204_576
-    assert b["flops"] == 2 * (54 * 676 + 432 * 144 + 288 * 8 + 8 * 10)
-    assert a["params"] - b["params"] == 4 * 288 + 4 + 4 * 10
-    assert a["images"] == b["images"] == 25 and 0 <= b["top1"] <= 1 and a["ms_per_image"] > 0
+    found = json.loads(result.stdout)
+    a, b, reference, trimmed = found["a"], found["b"], found["cost"]["reference"], found["cost"]["nets"][0]
+    # Multiply-adds: conv1 54 weights x 26x26, conv2 432 x 12x12, ip1 288x12, ip2 12x10.
+    assert reference["macs"] == 54 * 676 + 432 * 144 + 288 * 12 + 12 * 10 == 102_288
+    assert trimmed["macs"] == 54 * 676 + 432 * 144 + 288 * 8 + 8 * 10
+    assert reference["params"] - trimmed["params"] == 4 * 288 + 4 + 4 * 10
+    assert a["images"] == b["images"] == 25 and 0 <= b["top1"] <= 1
+    for batch in ("1", "32"):
+        timed = found["cost"]["timing"][batch]
+        assert len(timed["seconds"]) == 2 and all(math.isfinite(t) and t > 0 for t in timed["seconds"])
 
 
 def test_lenet_prototxts_parse_and_name_the_paper_layers() -> None:

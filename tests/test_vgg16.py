@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pytrim.choose import Selection
-from pytrim.cut import cut
-from pytrim.datasets import write_lmdb
-from pytrim.protoutil import read_net, set_data_sources, write_text
-from pytrim.verify import verify
+from pytrim.caffeio.env import caffe_pb2
+from pytrim.caffeio.lmdb import write_datums as write_lmdb
+from pytrim.caffeio.proto import read_net, set_data_sources, write_text
+from pytrim.surgery.choose import Selection
+from pytrim.surgery.cut import cut
+from pytrim.surgery.verify import verify
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_VAL, DEPLOY = ROOT / "prototxt/vgg16/train_val.prototxt", ROOT / "prototxt/vgg16/deploy.prototxt"
@@ -39,7 +40,7 @@ def vgg(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     net = write_text(set_data_sources(read_net(TRAIN_VAL), db, db, batch=1), d / "train_val.prototxt")
     weights = d / "filler.caffemodel"
     # In a child process, so that this test process does not keep a whole VGG-16 in memory.
-    code = f"from pytrim.synthetic import make_weights; make_weights({str(net)!r}, {str(weights)!r})"
+    code = f"from pytrim.experiments.synthetic import make_weights; make_weights({str(net)!r}, {str(weights)!r})"
     subprocess.run([sys.executable, "-c", code], check=True)
     return {"net": net, "weights": weights, "dir": d}
 
@@ -119,8 +120,6 @@ def jpeg_folder(folder: Path, count: int) -> Path:
 def first_labels(db: Path) -> list[int]:
     import lmdb
 
-    from pytrim.caffe_env import caffe_pb2
-
     with lmdb.open(str(db), readonly=True, lock=False) as env, env.begin() as txn:
         datums = [caffe_pb2().Datum.FromString(value) for _, value in txn.cursor()]
     assert all((d.channels, d.height, d.width) == (3, 256, 256) for d in datums)
@@ -139,9 +138,9 @@ def test_jpeg_folder_is_converted_shuffled_with_a_seeded_subset(tmp_path: Path) 
 
     everything = prepare("all")
     assert sorted(everything) == sorted(listed) and everything != listed  # shuffled, nothing lost
-    subset = prepare("three", "--limit", "3")
-    assert len(subset) == 3 and set(subset) <= set(listed) and subset == prepare("again", "--limit", "3")
-    assert prepare("other", "--limit", "3", "--seed", "1") != subset  # the seed decides the sample
+    subset = prepare("three", "--images", "3")
+    assert len(subset) == 3 and set(subset) <= set(listed) and subset == prepare("again", "--images", "3")
+    assert prepare("other", "--images", "3", "--seed", "1") != subset  # the seed decides the sample
     bad = run_tool(ROOT / "data/prepare_imagenet.py", "--val", folder, "--out", tmp_path / "x")
     assert bad.returncode == 1 and "--val-labels FILE is needed" in bad.stderr
     # The source as its own target: refused, the LMDB kept.

@@ -1,4 +1,4 @@
-"""Model-zoo nets generated with NetSpec (pytrim/zoo.py) build in pycaffe with their published
+"""Model-zoo nets generated with NetSpec (pytrim/caffeio/zoo.py) build in pycaffe with their published
 names, shapes and parameter counts; their train_val files have the phased data and accuracy layers."""
 
 from __future__ import annotations
@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import learnable_params
 from google.protobuf import text_format
 
-from pytrim import zoo
-from pytrim.caffe_env import caffe_pb2
-from pytrim.errors import BadInput
+from pytrim.caffeio import zoo
+from pytrim.caffeio.env import caffe_pb2
+from pytrim.core.errors import BadInput
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,7 +111,7 @@ def test_deploy_builds_with_the_published_shapes_and_parameter_count(caffe, tmp_
     assert net.outputs == ["prob"] and net.blobs["prob"].data.shape == OUTPUT[name]
     learnable = [layer for layer, blobs in net.params.items() if net.layer_dict[layer].type in LEARNABLE]
     count = sum(blob.data.size for layer in learnable for blob in net.params[layer])
-    assert count == zoo.learnable_params(net) == zoo.published_params[name]
+    assert count == learnable_params(net) == zoo.published_params[name]
     assert {blob: net.blobs[blob].data.shape for blob in SHAPES[name]} == SHAPES[name]
     assert {layer: net.params[layer][0].data.shape for layer in WEIGHTS[name]} == WEIGHTS[name]
     for layer, blobs in net.params.items():
@@ -164,7 +165,7 @@ def test_train_val_builds_in_the_train_phase(caffe, tmp_path: Path, name: str) -
     net = caffe.Net(str(path), caffe.TRAIN)
     assert "accuracy" not in net.blobs  # TEST only
     # The same learnable parameters as deploy; GoogLeNet's auxiliary classifiers add 6,379,728.
-    assert zoo.learnable_params(net) == zoo.published_params[name] + (6_379_728 if options else 0)
+    assert learnable_params(net) == zoo.published_params[name] + (6_379_728 if options else 0)
     rng = np.random.default_rng(0)
     net.blobs["data"].data[...] = rng.normal(0, 50, net.blobs["data"].data.shape)
     net.blobs["label"].data[...] = rng.integers(0, zoo.INPUTS[name].classes, 2)
@@ -225,8 +226,8 @@ def test_tool_lists_and_writes(tmp_path: Path) -> None:
     tool = [sys.executable, str(ROOT / "tools/zoo.py")]
     listing = subprocess.run([*tool, "--list"], check=True, capture_output=True, text=True).stdout
     assert all(name in listing for name in zoo.NETS) and "25,557,096" in listing
-    subprocess.run([*tool, "--net", "squeezenet11", "--out-dir", str(tmp_path), "--kind", "deploy"], check=True)
+    subprocess.run([*tool, "--nets", "squeezenet11", "--out", str(tmp_path), "--kind", "deploy"], check=True)
     assert [p.name for p in tmp_path.iterdir()] == ["deploy.prototxt"]
-    bad = [*tool, "--net", "alexnet", "--out-dir", str(tmp_path), "--kind", "train"]
-    bad = subprocess.run(bad, check=False, capture_output=True)
-    assert bad.returncode == 2 and not (tmp_path / "train.prototxt").exists()
+    bad = [*tool, "--nets", "alexnet", "--out", str(tmp_path), "--kind", "train"]
+    bad = subprocess.run(bad, check=False, capture_output=True, text=True)
+    assert bad.returncode == 1 and "--kind: train" in bad.stderr and not (tmp_path / "train.prototxt").exists()

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Network Trimming, iterated: baseline -> (collect -> select -> cut -> verify -> retrain) x N.
-(a thin wrapper of `python -m pytrim trim`, pytrim/cli/trim.py; --help for its options)."""
+
+A thin wrapper of `python -m pytrim trim` (pytrim/cli/trim.py); --help for its options."""
 
 from pytrim.cli import run
-from pytrim.cli.trim import main
 
 if __name__ == "__main__":
-    run(main)
+    run("trim")

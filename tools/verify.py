@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Verify a cut: the trimmed net must equal the original with the removed neurons silenced. (a
-thin wrapper of `python -m pytrim verify`, pytrim/cli/verify.py; --help for its options)."""
+"""Verify a cut: the trimmed net must equal the original with the removed neurons silenced.
+
+A thin wrapper of `python -m pytrim verify` (pytrim/cli/verify.py); --help for its options."""
 
 from pytrim.cli import run
-from pytrim.cli.verify import main
 
 if __name__ == "__main__":
-    run(main)
+    run("verify")

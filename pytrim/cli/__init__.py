@@ -1,147 +1,166 @@
-"""pytrim's commands: one module per command (a `main(argv) -> int` each), run through `run`.
+"""pytrim's command line: one module per command, run through `run_command`.
 
-`run` turns the problems a user can act on (pytrim.errors.PytrimError, and operating-system
-errors on their files: a full disk, a read-only or missing folder) into one `error:` line
-and exit code 1; any other exception is a bug and keeps its traceback (exit code 1).
-Commands that other steps run as children write their result as JSON to `--result FILE`.
+A command module has a docstring (its --help text), `arguments(parser)` and `execute(args)
+-> dict` (its result, written to --result FILE as JSON); it may declare `OUTPUTS` (option
+dest -> "file" or "folder"), `outputs(args)` and `inputs(args)` (paths it computes), and
+`RESUMABLE` (a failed run keeps its folder, to be resumed). `run_command` guards every path a
+command writes before it does any work (pytrim.core.files.OutputGuard: no output is, holds or
+lies in an input, the data its nets read included; output folders are empty or the command's
+own; what a failed command wrote is removed), and turns the problems a user can act on
+(pytrim.core.errors) into one `error:` line and exit code 1; any other exception is a bug
+and keeps its traceback. The library never imports this package.
 """
 
 from __future__ import annotations
 
 import argparse
-import errno
+import importlib
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from types import ModuleType
 
-from pytrim.errors import BadInput, PytrimError, StepFailed
-from pytrim.files import write_json
+from pytrim.caffeio.proto import data_sources, read_net
+from pytrim.core.errors import BadInput, PytrimError, StepFailed, user_message
+from pytrim.core.files import OutputGuard, write_json
 
-# Operating-system errors that are about the user's files or machine, not pytrim's code.
-USER_ERRNOS = {
-    errno.ENOSPC,
-    errno.EDQUOT,
-    errno.EFBIG,
-    errno.EACCES,
-    errno.EPERM,
-    errno.EROFS,
-    errno.ENOENT,
-    errno.ENOTDIR,
-    errno.EISDIR,
-    errno.ENAMETOOLONG,
+# command -> (module in pytrim.cli, what it does)
+COMMANDS = {
+    "collect": ("collect", "APoZ statistics of a net on its TEST data"),
+    "choose": ("choose", "the neurons to cut, from statistics"),
+    "cut": ("cut", "cut the chosen neurons: new prototxts and caffemodel"),
+    "verify": ("verify", "prove a cut against the original with the neurons silenced"),
+    "evaluate": ("evaluate", "top-1/top-5 on the TEST data"),
+    "speed": ("speed", "parameters, MACs and forward time of a net beside another"),
+    "train": ("train", "train or fine-tune with Caffe's solver"),
+    "train-masked": ("train_masked", "retrain with pruned connections held at zero"),
+    "score": ("score", "score neurons with a unit criterion"),
+    "trim": ("trim", "the iterated Network Trimming loop from a schedule"),
+    "compare": ("compare", "two models side by side: accuracy, size, speed"),
+    "sweep-criteria": ("sweep_criteria", "pruning criteria swept on LeNet-5 and LeNet-300-100"),
+    "sweep-task": ("sweep_task", "one task of sweep-criteria (run by it in a child process)"),
+    "relief": ("relief", "NN Relief iterated as its authors run it, on LeNet-300-100 and LeNet-5"),
+    "overlap": ("overlap", "do two samples choose the same neurons?"),
+    "bench-apoz": ("bench_apoz", "benchmark: the whole statistics path vs a bare forward pass"),
+    "bench-scale": ("bench_scale", "benchmark: statistics and a sweep on 1 and 2 Ray workers"),
+    "bench-speed": ("bench_speed", "benchmark: forward time against MACs of cut model-zoo nets"),
+    "coverage": ("coverage", "benchmark: what pytrim can trim in the model-zoo nets (filler weights, full size)"),
+    "vgg16": ("vgg16", "the paper's VGG-16 run, and its synthetic stand-in"),
+    "synthetic": ("synthetic", "any net end to end on filler weights: coverage, time and memory per step"),
+    "prepare-lenet": ("prepare_lenet", "LeNet's data as LMDB"),
+    "prepare-imagenet": ("prepare_imagenet", "ImageNet as LMDB for VGG-16"),
+    "zoo": ("zoo", "write a public model-zoo net (ResNet-50, GoogLeNet, MobileNet, ...) as prototxt"),
+    "probe": ("probe", "build a net in Caffe and report its blob and parameter shapes"),
 }
+RESULT_HELP = "also write the result as JSON to this file"
+NET_OPTIONS = ("net", "deploy", "trimmed_net")  # prototxts: the data they read are inputs too
 
 
-def message_of(exc: BaseException) -> str | None:
-    """The one-line message for a problem the user can act on, or None for a bug."""
-    if isinstance(exc, PytrimError):
-        return str(exc)
-    if isinstance(exc, OSError) and exc.errno in USER_ERRNOS:
-        name = str(exc.filename or "").removesuffix(".partial")  # name the output, not its temporary
-        return f"{exc.strerror}{': ' + name if name else ''}"
-    return None
+class MissingInputs(BadInput):
+    """A run needs files the user must supply; the message lists them (exit code 2)."""
 
 
-def run(main: Callable[[], int]) -> None:
-    """Run a command's main(); print `error: ...` and exit 1 on a problem the user can act on."""
+def usage() -> str:
+    lines = ["usage: python -m pytrim <command> [options]   (<command> --help for its options)", "", "commands:"]
+    lines += [f"  {name:<18} {what}" for name, (_, what) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def module_of(name: str) -> ModuleType:
+    return importlib.import_module(f"pytrim.cli.{COMMANDS[name][0]}")
+
+
+def parser_of(name: str) -> argparse.ArgumentParser:
+    """The command's argument parser: its own options, then --result and --quiet."""
+    module = module_of(name)
+    parser = argparse.ArgumentParser(
+        prog=f"pytrim {name}", description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    module.arguments(parser)
+    parser.add_argument("--result", type=Path, help=RESULT_HELP)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def path_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Path]:
+    """Every option given that names a path: dest -> path."""
+    found = {}
+    for action in parser._actions:
+        value = getattr(args, action.dest, None)
+        if action.type is Path and value is not None:
+            found[action.dest] = Path(value)
+    return found
+
+
+def net_data(path: Path) -> list[Path]:
+    """The files a prototxt reads data from (none if it cannot be read: the command says why)."""
     try:
-        sys.exit(main())
+        return data_sources(read_net(path))
+    except PytrimError:
+        return []
+
+
+def guard_of(name: str, parser: argparse.ArgumentParser, args: argparse.Namespace) -> OutputGuard:
+    """The outputs of this run, checked against every input (pytrim.core.files.OutputGuard)."""
+    module = module_of(name)
+    kinds = {**getattr(module, "OUTPUTS", {}), "result": "file"}
+    paths = path_options(parser, args)
+    files = {f"--{d.replace('_', '-')}": p for d, p in paths.items() if kinds.get(d) == "file"}
+    folders = {f"--{d.replace('_', '-')}": p for d, p in paths.items() if kinds.get(d) == "folder"}
+    if hasattr(module, "outputs"):
+        more_files, more_folders = module.outputs(args)
+        files, folders = files | more_files, folders | more_folders
+    written = {p.resolve() for p in [*files.values(), *folders.values()] if p is not None}
+    inputs: dict[str, Path | None] = {
+        f"--{d.replace('_', '-')}": p for d, p in paths.items() if d not in kinds and p.resolve() not in written
+    }
+    inputs |= module.inputs(args) if hasattr(module, "inputs") else {}
+    for option in [d for d in NET_OPTIONS if d in paths] + [k for k, v in inputs.items() if _is_net(v)]:
+        path = paths.get(option) or inputs[option]
+        inputs |= {f"data read by {path}": source for source in net_data(path)}
+    resumable = getattr(module, "RESUMABLE", False)
+    return OutputGuard(name, inputs, files, folders, keep_folders=resumable)
+
+
+def _is_net(path: Path | None) -> bool:
+    return path is not None and Path(path).suffix == ".prototxt" and Path(path).is_file()
+
+
+def run_command(name: str, argv: list[str]) -> int:
+    """Parse, guard the outputs, execute, write --result; the exit code."""
+    parser = parser_of(name)
+    args = parser.parse_args(argv)
+    with guard_of(name, parser, args):
+        result = module_of(name).execute(args)
+        if args.result:
+            write_json(args.result, result)
+    return 0
+
+
+def run(name: str, argv: list[str] | None = None) -> None:
+    """Run a command as a process does: `error: ...` and exit 1 (2 for missing inputs) on a
+    problem the user can act on."""
+    try:
+        sys.exit(run_command(name, sys.argv[1:] if argv is None else argv))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:
-        message = message_of(exc)
+        message = user_message(exc)
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)
-        if isinstance(exc, StepFailed):
+        if isinstance(exc, StepFailed) and getattr(module_of(name), "RESUMABLE", False):
             print("finished steps are kept: run the same command again to resume", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(2 if isinstance(exc, MissingInputs) else 1)
 
 
-def parser(doc: str | None) -> argparse.ArgumentParser:
-    """An argument parser whose description is the command's docstring."""
-    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-
-
-def add_common(parser: argparse.ArgumentParser) -> None:
-    """Options every command has: --result FILE (its result as JSON) and --quiet."""
-    parser.add_argument("--result", type=Path, help="also write the result as JSON to this file")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def finish(args: argparse.Namespace, result: dict[str, Any]) -> None:
-    """Write the command's result where --result asks (atomically)."""
-    if getattr(args, "result", None):
-        write_json(args.result, result)
-
-
-def names(text: str | None) -> list[str] | None:
-    """A comma-separated list of names (None stays None)."""
-    return [name.strip() for name in text.split(",") if name.strip()] if text else None
-
-
-def per_layer(values: list[str] | None, cast: Callable[[str], Any] = float) -> dict[str, Any]:
-    """LAYER=VALUE items."""
-    result = {}
-    for item in values or []:
-        if "=" not in item:
-            raise BadInput(f"expected LAYER=VALUE, got {item!r}")
-        name, value = item.split("=", 1)
-        try:
-            result[name.strip()] = cast(value)
-        except ValueError:
-            raise BadInput(f"{item!r}: {value!r} is not a valid value") from None
-    return result
-
-
-def add_data(parser: argparse.ArgumentParser) -> None:
-    """Options that feed a deploy net (Input or MemoryData) its TEST images."""
-    group = parser.add_argument_group("images for a deploy net (Input or MemoryData layer)")
-    group.add_argument("--data", type=Path, help="an LMDB of Caffe Datum records, or an image list ('path label')")
-    group.add_argument("--data-root", type=Path, help="folder the image list's paths are relative to")
-    group.add_argument("--mean", help="per-channel mean (BGR) to subtract, e.g. 104,117,123")
-    group.add_argument("--scale", type=float, default=1.0, help="multiply by this after the mean (default 1)")
-
-
-def feed_of(args: argparse.Namespace) -> Any:
-    """The Feed the --data options describe, or None."""
-    if args.data is None:
-        return None
-    from pytrim.data import Feed
-
-    try:
-        mean = tuple(float(v) for v in args.mean.split(",")) if args.mean else ()
-    except ValueError:
-        raise BadInput(f"--mean {args.mean!r}: expected numbers such as 104,117,123") from None
-    return Feed(args.data, mean, args.scale, args.data_root)
-
-
-def add_fold(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--fold-mean",
-        type=Path,
-        metavar="STATS",
-        help="fold removed channels' mean outputs (STATS: from collect --means) into their consumers' biases",
-    )
-
-
-def fold_of(args: argparse.Namespace) -> dict | None:
-    """The means of a statistics file for --fold-mean, or None."""
-    if args.fold_mean is None:
-        return None
-    from pytrim.collect import load_stats
-
-    means = load_stats(args.fold_mean).means
-    if not means:
-        raise BadInput(f"--fold-mean {args.fold_mean}: it holds no means (collect it with --means)")
-    return means
-
-
-def add_workers(parser: argparse.ArgumentParser) -> None:
-    """--workers / --ray-address: run the work on Ray (pytrim.distributed)."""
-    parser.add_argument("--workers", type=int, help="split the work among N local Ray workers (one core each)")
-    parser.add_argument(
-        "--ray-address", help="run on an existing Ray cluster, HOST:PORT of its head (or set RAY_ADDRESS)"
-    )
+def main() -> None:
+    """`python -m pytrim <command> ...`."""
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
+        print(usage())
+        sys.exit(0 if len(sys.argv) >= 2 else 2)
+    command = sys.argv[1]
+    if command not in COMMANDS:
+        print(f"error: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+        sys.exit(2)
+    run(command, sys.argv[2:])

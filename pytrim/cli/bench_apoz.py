@@ -8,30 +8,33 @@ interquartile range, ...}.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
+from typing import Any
 
-from pytrim.bench import apoz_overhead
-from pytrim.cli import add_common, finish, parser
-from pytrim.files import write_json
-from pytrim.upgrade import current_format
+from pytrim.caffeio.upgrade import current_format
+from pytrim.cli.options import positive
+from pytrim.core.files import write_json
+from pytrim.experiments.bench_apoz import apoz_overhead
+
+OUTPUTS = {"out": "file"}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = parser(__doc__)
+def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--net", type=Path, required=True, help="train_val prototxt with a TEST Data layer")
     p.add_argument("--weights", type=Path, required=True, help="caffemodel")
-    p.add_argument("--images", type=int, default=5000, help="TEST images per timing (default 5000)")
-    p.add_argument("--repeats", type=int, default=15, help="interleaved pairs of timings (default 15)")
+    p.add_argument("--images", type=positive, default=5000, help="TEST images per timing (default 5000)")
+    p.add_argument("--repeats", type=positive, default=15, help="interleaved pairs of timings (default 15)")
     p.add_argument("--out", type=Path, default=Path("runs/bench/apoz_overhead.json"))
-    add_common(p)
-    args = p.parse_args(argv)
+
+
+def execute(args: argparse.Namespace) -> dict[str, Any]:
     net, weights = current_format(args.net, "net"), current_format(args.weights, "weights")
     result = apoz_overhead(net, weights, args.images, args.repeats)
     write_json(args.out, result)
-    finish(args, result)
     rate = result["images"] / result["forward_seconds"], result["images"] / result["collect_seconds"]
     print(
         f"bare forward: {rate[0]:.0f} images/s; with APoZ counting: {rate[1]:.0f} images/s; ratio "
         f"{result['ratio']:.3f} (interquartile spread {result['spread']:.3f}, {args.repeats} pairs): {args.out}"
     )
-    return 0
+    return result

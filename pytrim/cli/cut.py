@@ -1,65 +1,66 @@
 """Cut the selected neurons out of a net: new train_val/deploy prototxts and caffemodel.
 
-Only num_output of trimmed layers changes in the prototxts; every consumer of a trimmed
-layer loses the matching inputs. Unsupported topology is refused before anything is
-written, and the outputs appear together or not at all. With --verify the result is
-checked against the original with the removed neurons silenced.
+Only num_output (and a depthwise convolution's group, a Slice's points) changes in the
+prototxts; every consumer of a trimmed layer loses the matching inputs. Unsupported
+topology is refused before anything is written, and the outputs appear together or not at
+all, with recipe.json (the cut as data). The result gives parameters, MACs, caffemodel bytes
+and forward-time ratios of the trimmed net to the original (--repeats 0: no timing). With
+--verify the cut is proven against the original with the removed neurons silenced.
 """
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
+from typing import Any
 
-from pytrim.choose import load_selection
-from pytrim.cli import add_common, add_fold, finish, fold_of, parser
-from pytrim.cut import cut
-from pytrim.errors import StepFailed
-from pytrim.files import check_outputs
-from pytrim.upgrade import current_format
+from pytrim.caffeio.upgrade import current_format
+from pytrim.cli.options import add_fold, fold_of
+from pytrim.core.errors import VerifyFailed
+from pytrim.stats.cost import cost_of_cut, cost_text
+from pytrim.surgery.choose import load_selection
+from pytrim.surgery.cut import cut
+from pytrim.surgery.verify import verify
+
+OUTPUTS = {"out": "folder"}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = parser(__doc__)
+def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--net", type=Path, required=True, help="train_val prototxt (the topology)")
     p.add_argument("--deploy", type=Path, help="deploy prototxt to rewrite too")
     p.add_argument("--weights", type=Path, required=True, help="caffemodel to cut")
-    p.add_argument("--selection", type=Path, required=True, help="selection JSON from tools/choose.py")
-    p.add_argument(
-        "--out-dir", type=Path, required=True, help="writes train_val.prototxt, [deploy.prototxt,] trimmed.caffemodel"
-    )
+    p.add_argument("--selection", type=Path, required=True, help="selection JSON from choose")
+    what = "folder for train_val.prototxt, [deploy.prototxt,] trimmed.caffemodel, recipe.json"
+    p.add_argument("--out", type=Path, required=True, help=what)
     p.add_argument("--verify", action="store_true", help="verify the cut (exits 1 if it fails)")
-    p.add_argument(
-        "--allow-inexact",
-        action="store_true",
-        help="cut through layers that mix channels (LRN across channels); verification then reports the deviation",
-    )
+    p.add_argument("--allow-inexact", action="store_true",
+                   help="cut through layers that mix channels (LRN across channels); verification then bounds "
+                        "their deviation")  # fmt: skip
+    p.add_argument("--repeats", type=int, default=5, help="forward-time samples per net (default 5; 0: no timing)")
     add_fold(p)
-    add_common(p)
-    args = p.parse_args(argv)
-    inputs = {"--net": args.net, "--deploy": args.deploy, "--weights": args.weights, "--selection": args.selection}
-    check_outputs(inputs, {"--out-dir": args.out_dir})
+
+
+def execute(args: argparse.Namespace) -> dict[str, Any]:
     net, deploy = current_format(args.net, "net"), current_format(args.deploy, "net")
     weights = current_format(args.weights, "weights")
     selections = load_selection(args.selection, weights=weights)
     nets = [net] + ([deploy] if deploy else [])
-    outs = [args.out_dir / "train_val.prototxt"] + ([args.out_dir / "deploy.prototxt"] if deploy else [])
-    fold = fold_of(args)
-    result = cut(nets, weights, selections, outs, args.out_dir / "trimmed.caffemodel", args.allow_inexact, fold)
+    outs = [args.out / "train_val.prototxt"] + ([args.out / "deploy.prototxt"] if deploy else [])
+    fold = fold_of(args, weights)
+    result = cut(nets, weights, selections, outs, args.out / "trimmed.caffemodel", args.allow_inexact, fold)
     for name, reasons in result.inexact.items():
         print(f"note: the cut of {name} is not exact: {'; '.join(reasons)}")
     for name in result.widths_before:
         print(f"{name}: {result.widths_before[name]} -> {result.widths_after[name]}")
-    ratio = result.params_before / result.params_after
-    print(f"parameters {result.params_before:,} -> {result.params_after:,} ({ratio:.2f}x): {result.weights}")
-    summary = {"params_before": result.params_before, "params_after": result.params_after}
+    cost = cost_of_cut(deploy or net, weights, outs[-1], result.weights, args.repeats)
+    print(f"parameters {result.params_before:,} -> {result.params_after:,} ({cost['params_ratio']:.2f}x), MACs "
+          f"{cost['macs_ratio']:.2f}x fewer{cost_text(cost)}: {result.weights}")  # fmt: skip
+    summary = {"params_before": result.params_before, "params_after": result.params_after, "cost": cost}
     summary |= {"widths": result.widths_after, "inexact": result.inexact}
     if args.verify:
-        from pytrim.verify import verify
-
         check = verify(net, weights, outs[0], result.weights, selections, allow_inexact=args.allow_inexact, fold=fold)
         summary["verify"] = check.to_json()
-        print(f"verify: {'OK' if check.ok else 'FAILED'} (max relative difference {check.max_relative:.3g})")
+        print(check.verdict())
         if not check.ok:
-            raise StepFailed("verification failed: " + "; ".join(check.problems or ["differences above tolerance"]))
-    finish(args, summary)
-    return 0
+            raise VerifyFailed(check.failure())
+    return summary

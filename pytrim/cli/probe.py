@@ -6,22 +6,21 @@ cannot build aborts only this child, and its reason becomes one error line.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
+from typing import Any
 
-from pytrim.cli import add_common, finish, parser
+from pytrim.caffeio.netcheck import probe_main_result
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = parser(__doc__)
+def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--net", type=Path, required=True, help="prototxt")
     p.add_argument("--phase", choices=["TEST", "TRAIN"], default="TEST", help="phase to build (default TEST)")
-    add_common(p)
-    args = p.parse_args(argv)
-    from pytrim.netcheck import probe_main_result
 
+
+def execute(args: argparse.Namespace) -> dict[str, Any]:
     result = probe_main_result(str(args.net), args.phase)
-    finish(args, result)
     if not args.quiet:
         print(json.dumps(result, indent=1))
-    return 0
+    return result

@@ -6,28 +6,27 @@ pycaffe one iteration at a time, with the masks re-applied to the weights after 
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
+from typing import Any
 
-from pytrim.cli import add_common, finish, parser
-from pytrim.files import check_outputs
-from pytrim.masked import load_masks, train_masked
+from pytrim.cli.options import positive
+from pytrim.retrain.masked import load_masks, train_masked
+
+OUTPUTS = {"out": "file"}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = parser(__doc__)
+def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--solver", type=Path, required=True, help="solver prototxt")
     p.add_argument("--net", type=Path, help="train_val prototxt (default: the solver's net)")
     p.add_argument("--weights", type=Path, required=True, help="initial caffemodel")
     p.add_argument("--masks", type=Path, required=True, help=".npz of layer -> keep mask")
-    p.add_argument("--max-iter", type=int, help="solver iterations (default: the solver's max_iter)")
+    p.add_argument("--finetune-iters", type=positive, help="solver iterations (default: the solver's max_iter)")
     p.add_argument("--out", type=Path, required=True, help="caffemodel to write")
-    add_common(p)
-    args = p.parse_args(argv)
-    inputs = {"--solver": args.solver, "--net": args.net, "--weights": args.weights, "--masks": args.masks}
-    check_outputs(inputs, {"--out": args.out})
-    result = train_masked(
-        args.solver, args.weights, load_masks(args.masks), args.out, args.net, args.max_iter, not args.quiet
-    )
-    finish(args, result)
+
+
+def execute(args: argparse.Namespace) -> dict[str, Any]:
+    result = train_masked(args.solver, args.weights, load_masks(args.masks), args.out, args.net,
+                          args.finetune_iters, not args.quiet)  # fmt: skip
     print(f"trained {result['iterations']} iterations with {result['kept']:,} masked-layer weights kept: {args.out}")
-    return 0
+    return result

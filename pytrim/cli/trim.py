@@ -10,64 +10,81 @@ starts over (only in a folder pytrim created). Writes <out>/report.md and report
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
+from typing import Any
 
-from pytrim.cli import add_common, add_workers, finish, parser
-from pytrim.files import check_outputs, remove_run_folder
-from pytrim.loop import run_schedule
-from pytrim.report import markdown, write
-from pytrim.schedule import load_schedule
+from pytrim.cli.options import add_workers, finite, positive
+from pytrim.core.files import clear_run_folder
+from pytrim.criteria.scores import UNIT
+from pytrim.loop.driver import run_schedule
+from pytrim.loop.report import markdown, write
+from pytrim.loop.schedule import Schedule, load_schedule
+
+RESUMABLE = True
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = parser(__doc__)
+def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", type=Path, required=True, help="schedule TOML (e.g. prototxt/lenet/trim.toml)")
     p.add_argument("--out", type=Path, help="output folder (default: the schedule's `out`)")
     p.add_argument("--weights", type=Path, help="trim this caffemodel instead of the schedule's weights")
     p.add_argument("--iterations", type=int, help="number of trimming iterations")
-    p.add_argument("--criterion", help="unit criterion: apoz (default), mean_activation, l1, taylor, random")
+    p.add_argument("--layers", help="comma-separated layers to trim every iteration, or auto (the paper's plan)")
+    p.add_argument("--criterion", choices=UNIT, help="unit criterion (default: the schedule's, apoz)")
     p.add_argument("--finetune-iters", type=int, help="solver iterations of each retraining")
-    p.add_argument("--finetune-lr", type=float, help="base_lr of each retraining (default: the solver's)")
-    p.add_argument("--scratch-iters", type=int, help="solver iterations of the from-scratch ablation")
-    p.add_argument("--stats-limit", type=int, help="images used for the statistics (default: all)")
-    p.add_argument("--tolerance", type=float, help="stop when top-1 falls this many points below the baseline")
+    p.add_argument("--finetune-lr", type=finite, help="base_lr of each retraining (default: the solver's)")
+    p.add_argument("--scratch-iters", type=positive, help="solver iterations of the from-scratch ablation")
+    p.add_argument("--images", type=positive, help="images used for the statistics (default: all)")
+    p.add_argument("--round-to", type=positive, help="round kept widths to a multiple of N")
+    p.add_argument("--tolerance", type=finite, help="points of the metric below the baseline the result may lose")
+    p.add_argument("--metric", help="the TEST output blob decisions read (default: accuracy)")
+    p.add_argument("--lower-is-better", action="store_true", help="--metric: lower values are better (a loss)")
     p.add_argument("--no-scratch", action="store_true", help="skip the from-scratch ablation")
-    p.add_argument("--allow-inexact", action="store_true", help="cut through LRN across channels (deviation reported)")
+    p.add_argument("--allow-inexact", action="store_true", help="cut through LRN across channels (deviation bounded)")
     p.add_argument("--fold-mean", action="store_true", help="fold removed channels' means into consumers' biases")
     p.add_argument("--restart", action="store_true", help="remove the output folder (a pytrim run) and start over")
     add_workers(p)
-    add_common(p)
-    args = p.parse_args(argv)
-    overrides = {
-        "out": str(args.out) if args.out else None,
-        "weights": str(args.weights) if args.weights else None,
-        "train_missing_weights": False if args.weights else None,
-        "iterations": args.iterations,
-        "finetune_iters": args.finetune_iters,
-        "finetune_lr": args.finetune_lr,
-        "criterion": args.criterion,
-        "scratch_iters": args.scratch_iters,
-        "stats_limit": args.stats_limit,
-        "tolerance": args.tolerance,
-        "scratch": False if args.no_scratch else None,
-        "allow_inexact": True if args.allow_inexact else None,
-        "fold_mean": True if args.fold_mean else None,
-    }
-    schedule = load_schedule(args.schedule, **overrides)
-    inputs = {f"schedule's {k}": v for k, v in schedule.inputs().items()} | {"--schedule": args.schedule}
-    check_outputs(
-        inputs | {"baseline_solver": schedule.baseline_solver, "finetune_solver": schedule.finetune_solver},
-        {"the output folder": schedule.out},
-    )
+
+
+def schedule_of(args: argparse.Namespace) -> Schedule:
+    """The schedule with the command line's overrides (read once per run)."""
+    if getattr(args, "loaded", None) is None:
+        layers = None if args.layers is None else "auto" if args.layers == "auto" else args.layers.split(",")
+        overrides = {
+            "out": str(args.out) if args.out else None,
+            "weights": str(args.weights) if args.weights else None,
+            "train_missing_weights": False if args.weights else None,
+            "iterations": args.iterations, "layers": layers, "criterion": args.criterion,
+            "finetune_iters": args.finetune_iters, "finetune_lr": args.finetune_lr,
+            "scratch_iters": args.scratch_iters, "stats_images": args.images, "round_to": args.round_to,
+            "tolerance": args.tolerance, "metric": args.metric,
+            "lower_is_better": True if args.lower_is_better else None,
+            "scratch": False if args.no_scratch else None,
+            "allow_inexact": True if args.allow_inexact else None,
+            "fold_mean": True if args.fold_mean else None,
+        }  # fmt: skip
+        args.loaded = load_schedule(args.schedule, **overrides)
+    return args.loaded
+
+
+def inputs(args: argparse.Namespace) -> dict[str, Path | None]:
+    return {f"the schedule's {key}": path for key, path in schedule_of(args).inputs().items()}
+
+
+def outputs(args: argparse.Namespace) -> tuple[dict, dict]:
+    return {}, {"the output folder": schedule_of(args).out}
+
+
+def execute(args: argparse.Namespace) -> dict[str, Any]:
+    schedule = schedule_of(args)
     if args.restart:
-        remove_run_folder(schedule.out)
+        clear_run_folder(schedule.out)
     sharding = [f"--workers={args.workers}"] if args.workers else []
     sharding += [f"--ray-address={args.ray_address}"] if args.ray_address else []
     state = run_schedule(schedule, progress=not args.quiet, sharding=sharding)
     title = f"Network Trimming: {schedule.name}"
     report = write(state, schedule.out, title, val=schedule.val_data is not None)
-    finish(args, report)
     print()
     print(markdown(report, title))
     print(f"written: {schedule.out / 'report.md'}, {schedule.out / 'report.json'}")
-    return 0
+    return report

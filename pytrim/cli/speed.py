@@ -1,0 +1,36 @@
+"""What a net costs beside another (e.g. a trimmed net beside its original): parameters,
+multiply-adds (MACs) per image, caffemodel bytes, and forward time measured by Caffe, the
+nets timed interleaved in this process after a warm-up, the median of --repeats samples, at
+batch 1 and a larger batch (8 for ImageNet-size inputs, else 32; or --batch), with --threads
+BLAS threads (default: every core). Ratios are the first net over the second (> 1: the
+second is smaller or faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from pytrim.cli.options import numbers, positive
+from pytrim.stats.cost import compare_cost, cost_text
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--net", type=Path, required=True, help="the reference prototxt (train_val or deploy)")
+    p.add_argument("--weights", type=Path, help="its caffemodel (default: the net's fillers)")
+    p.add_argument("--trimmed-net", type=Path, required=True, help="the prototxt compared with it")
+    p.add_argument("--trimmed-weights", type=Path, help="its caffemodel")
+    p.add_argument("--batch", help="batch sizes, e.g. 1,8 (default: 1 and 8 or 32)")
+    p.add_argument("--repeats", type=positive, default=7, help="timed samples per net and batch (default 7)")
+    p.add_argument("--threads", type=positive, help="BLAS threads (default: every core)")
+
+
+def execute(args: argparse.Namespace) -> dict[str, Any]:
+    batches = list(numbers(args.batch, int, "--batch")) if args.batch else None
+    cost = compare_cost((args.net, args.weights), [(args.trimmed_net, args.trimmed_weights)], args.repeats,
+                        args.threads, batches)  # fmt: skip
+    entry = cost["nets"][0]
+    print(f"parameters {entry['params_ratio']:.2f}x fewer, MACs {entry['macs_ratio']:.2f}x fewer{cost_text(entry)} "
+          f"({cost['threads']} BLAS threads, {cost['blas_core']} kernels, {cost['cpu']})")  # fmt: skip
+    return cost

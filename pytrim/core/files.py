@@ -1,0 +1,308 @@
+"""Files that are never half-written and inputs that are never overwritten.
+
+- `write_atomic`/`write_json`: one file under a temporary name, renamed when complete.
+- `together`: several outputs of one step, all renamed only when every one is complete.
+- `move`: a file moved into place atomically, also across filesystems.
+- `check_outputs`: refuse an output path that is, contains or lies inside an input.
+- `OutputGuard`: every path a command writes, checked before any work (against its inputs,
+  each other, and folders that are not pytrim's), output folders claimed and locked while it
+  works, and what a failed command wrote removed.
+- `claim_run_folder`/`clear_run_folder`/`FolderLock`: a run's output folder carries pytrim's
+  marker (so `--restart` never removes anything else) and a lock (so two runs never share it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pytrim.core.errors import BadInput, RunLocked
+
+MARKER = ".pytrim-run"
+LOCK = ".pytrim-lock"
+
+
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (read in blocks: caffemodels can be large)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def shipped(relative: str | Path) -> Path:
+    """A file pytrim ships (prototxt/..., schedules): from the current directory if it is there,
+    else from the source checkout this package runs from."""
+    candidate = Path(relative)
+    if candidate.exists():
+        return candidate
+    checkout = Path(__file__).resolve().parents[1] / candidate
+    return checkout if checkout.exists() else candidate
+
+
+def partial_name(path: Path) -> Path:
+    return path.with_name(path.name + ".partial")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """Give an operating-system error raised while writing `path` that file's name (a failed
+    write() does not say which file it was writing)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
+
+
+@contextlib.contextmanager
+def together(paths: Iterable[str | Path]) -> Iterator[list[Path]]:
+    """Yield a temporary path for each output; rename them all when the block succeeds, delete
+    them all when it fails. Outputs of one step appear together or not at all."""
+    targets = [Path(p) for p in paths]
+    temporaries = [partial_name(p) for p in targets]
+    for temporary in temporaries:
+        temporary.parent.mkdir(parents=True, exist_ok=True)
+        _remove(temporary)
+    try:
+        yield temporaries
+        missing = [str(t) for t in temporaries if not t.exists()]
+        if missing:
+            raise RuntimeError(f"outputs not written: {', '.join(missing)}")
+    except BaseException:
+        for temporary in temporaries:
+            _remove(temporary)
+        raise
+    for temporary, target in zip(temporaries, targets, strict=True):
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(temporary, target)
+
+
+def write_atomic(path: str | Path, data: bytes | str) -> Path:
+    """Write one file under a temporary name, then rename it: never a half-written file."""
+    path = Path(path)
+    with together([path]) as (temporary,), naming(path):
+        temporary.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def write_json(path: str | Path, value: Any) -> Path:
+    return write_atomic(path, json.dumps(value, indent=1) + "\n")
+
+
+def read_json(path: str | Path, what: str = "JSON file", top: type = dict) -> Any:
+    """Parse a JSON file whose top level is `top`; every problem names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"{what} not found: {path}")
+    try:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path}: not a valid {what}: {exc}") from None
+    if not isinstance(value, top):
+        raise BadInput(f"{path}: not a valid {what}: the top level is a {type(value).__name__}, not a {top.__name__}")
+    return value
+
+
+def move(source: str | Path, target: str | Path) -> Path:
+    """Move a file into place atomically: a rename on one filesystem; across filesystems a
+    copy into a temporary beside the target, then a rename (the source goes last)."""
+    source, target = Path(source), Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(source, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        with together([target]) as (partial,), naming(target):
+            shutil.copyfile(source, partial)
+        source.unlink()
+    return target
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
+
+
+def check_outputs(inputs: dict[str, str | Path | None], outputs: dict[str, str | Path | None]) -> None:
+    """Refuse, before anything runs, an output that is, contains or lies inside an input.
+
+    Keys are what the user typed (`--weights`); symlinks are resolved, so a link to an input
+    counts as that input.
+    """
+    for out_name, out in outputs.items():
+        if out is None:
+            continue
+        target = Path(out).resolve()
+        for in_name, source in inputs.items():
+            if source is None:
+                continue
+            resolved = Path(source).resolve()
+            if _inside(resolved, target) or _inside(target, resolved):
+                relation = "is" if resolved == target else "contains" if _inside(resolved, target) else "is inside"
+                raise BadInput(f"{out_name} {out} {relation} the input {in_name} {source}: refusing to overwrite it")
+
+
+def marker_kind(folder: Path) -> str | None:
+    """The kind of pytrim run whose marker `folder` carries, or None."""
+    marker = folder / MARKER
+    if not marker.is_file():
+        return None
+    try:
+        return str(json.loads(marker.read_text()).get("kind", ""))
+    except (ValueError, OSError, AttributeError):
+        return ""
+
+
+def inside_run(folder: Path) -> bool:
+    """Whether a folder above `folder` is a pytrim run folder (its steps write below it)."""
+    return any(marker_kind(parent) is not None for parent in folder.resolve().parents)
+
+
+def check_folder(folder: Path, kind: str, name: str = "--out") -> None:
+    """Refuse to write into a folder that is not empty and is neither this kind of pytrim
+    run's folder nor inside a pytrim run folder."""
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise BadInput(f"{name} {folder} is a file, not an output folder")
+    found = marker_kind(folder)
+    if found == kind or (found is None and (not any(folder.iterdir()) or inside_run(folder))):
+        return
+    what = f"a pytrim {found} folder" if found else f"not a pytrim {kind} folder (no {MARKER})"
+    raise BadInput(f"{name} {folder} is not empty and is {what}: refusing to write into it; use another folder")
+
+
+def claim_run_folder(folder: Path, kind: str, name: str = "--out") -> None:
+    """Make `folder` a run folder of `kind`: create it with pytrim's marker, or accept it if it
+    has that marker (or lies inside a run folder). Anything else is not pytrim's: refused."""
+    check_folder(folder, kind, name)
+    folder.mkdir(parents=True, exist_ok=True)
+    if marker_kind(folder) is None and not inside_run(folder):
+        write_json(folder / MARKER, {"kind": kind})
+
+
+def _state(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+class OutputGuard:
+    """Every path one command writes. Before any work: none is, contains or lies inside an
+    input, no two are the same, and output folders are empty or this command's own (pytrim's
+    marker). While it works the folders are claimed and locked. If it fails, the files it
+    wrote and the folders it created are removed (a resumable run keeps its folder)."""
+
+    def __init__(self, kind: str, inputs: dict[str, Path | None], files: dict[str, Path | None],
+                 folders: dict[str, Path | None], keep_folders: bool = False) -> None:  # fmt: skip
+        self.kind, self.keep_folders = kind, keep_folders
+        self.files = {k: Path(v) for k, v in files.items() if v is not None}
+        self.folders = {k: Path(v) for k, v in folders.items() if v is not None}
+        check_outputs(inputs, self.files | self.folders)
+        self._distinct()
+        for name, folder in self.folders.items():
+            check_folder(folder, kind, name)
+        self.before = {path: _state(path) for path in [*self.files.values(), *self.folders.values()]}
+        self.locks: list[FolderLock] = []
+
+    def _distinct(self) -> None:
+        seen: dict[Path, str] = {}
+        for name, path in (self.files | self.folders).items():
+            resolved = path.resolve()
+            if resolved in seen:
+                raise BadInput(f"{name} {path} is the same path as {seen[resolved]}: give each output its own path")
+            seen[resolved] = name
+
+    def __enter__(self) -> OutputGuard:
+        for name, folder in self.folders.items():
+            claim_run_folder(folder, self.kind, name)
+            self.locks.append(FolderLock(folder).__enter__())
+        return self
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> None:
+        for lock in reversed(self.locks):
+            lock.__exit__()
+        if exc is None:
+            return
+        for path in self.files.values():
+            if _state(path) != self.before[path]:
+                _remove(path)
+        if not self.keep_folders:
+            for folder in self.folders.values():
+                if self.before[folder] is None:
+                    _remove(folder)
+
+
+def clear_run_folder(folder: Path) -> None:
+    """Empty a run folder for `--restart` (its marker and lock stay): only one that carries
+    pytrim's marker, which the command holds (pytrim.core.files.OutputGuard)."""
+    if not (folder / MARKER).is_file():
+        raise BadInput(f"--restart: {folder} is not a pytrim run folder (no {MARKER}); nothing was removed")
+    for path in folder.iterdir():
+        if path.name not in (MARKER, LOCK):
+            _remove(path)
+
+
+class FolderLock:
+    """An exclusive lock on a run folder for the life of a process (released by the kernel even
+    after kill -9); the file names the owner's pid for the message of the one refused. The
+    process that holds it may take it again (nested: the command's guard, then its loop)."""
+
+    held: ClassVar[dict[Path, int]] = {}
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / LOCK
+        self.key = folder.resolve()
+        self.handle: Any = None
+
+    def __enter__(self) -> FolderLock:
+        if self.key in FolderLock.held:
+            FolderLock.held[self.key] += 1
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "unknown"
+            handle.close()
+            raise RunLocked(
+                f"{self.path.parent} is in use by another pytrim run (pid {owner}): wait for it or use another --out"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self.handle = handle
+        FolderLock.held[self.key] = 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        FolderLock.held[self.key] -= 1
+        if FolderLock.held[self.key] or self.handle is None:
+            return
+        del FolderLock.held[self.key]
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()

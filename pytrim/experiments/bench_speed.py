@@ -1,0 +1,99 @@
+"""Benchmark: does a cut make Caffe faster? (runs/bench/speed.json)
+
+Full-size model-zoo nets (deploy prototxts from pytrim.caffeio.zoo, their fillers' random
+non-zero weights) have a quarter and a half of every trimmable group removed (channels drawn
+at random: speed does not depend on which), with kept widths as they fall and rounded up to a
+multiple of 8. Per case: the MACs ratio, the forward-time ratio at batch 1 and batch 8 (the
+original and the cuts of one net timed interleaved in one process, pytrim.stats.cost), and
+`efficiency` = time ratio / MACs ratio: 1 when the time falls as much as the MACs.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pytrim.caffeio.env import blas_config, load_caffe
+from pytrim.caffeio.zoo import write
+from pytrim.graph.build import net_graph
+from pytrim.graph.queries import trimmable
+from pytrim.stats.cost import compare_cost
+from pytrim.surgery.choose import Rule, choose
+from pytrim.surgery.cut import cut
+
+NETS = ("resnet50", "vgg16", "mobilenet_v2", "googlenet", "squeezenet11")
+FRACTIONS = (0.25, 0.5)
+ROUNDINGS = (1, 8)
+
+
+def random_weights(deploy: Path, out: Path) -> Path:
+    """The prototxt's own fillers (random, non-zero), seeded."""
+    caffe = load_caffe()
+    caffe.set_random_seed(1701)
+    caffe.Net(str(deploy), caffe.TEST).save(str(out))
+    return out
+
+
+def cut_case(deploy: Path, weights: Path, fraction: float, round_to: int, folder: Path) -> tuple[Path, Path]:
+    """A quarter or a half of every trimmable group removed (random scores), widths rounded."""
+    _, graph = net_graph(deploy, allow_inexact=True)
+    rng = np.random.default_rng(0)
+    selections = {name: choose(name, rng.random(group.width), Rule("ratio", ratio=fraction, round_to=round_to),
+                               group.blocks) for name, group in trimmable(graph).items()}  # fmt: skip
+    net, trimmed = folder / "deploy.prototxt", folder / "trimmed.caffemodel"
+    cut([deploy], weights, selections, [net], trimmed, allow_inexact=True)
+    return net, trimmed
+
+
+def one_net(name: str, tmp: Path, repeats: int, threads: int | None) -> list[dict[str, Any]]:
+    """Every case of one net, timed against the original in one process."""
+    (deploy,) = write(name, tmp / name, ["deploy"])
+    weights = random_weights(deploy, tmp / name / "random.caffemodel")
+    cases = [(f, r) for f in FRACTIONS for r in ROUNDINGS]
+    nets = [cut_case(deploy, weights, f, r, tmp / name / f"{f}-{r}") for f, r in cases]
+    cost = compare_cost((deploy, weights), nets, repeats, threads, [1, 8])
+    out = []
+    for (fraction, round_to), entry in zip(cases, cost["nets"], strict=True):
+        row = {"net": name, "fraction": fraction, "round_to": round_to, "macs_ratio": entry["macs_ratio"],
+               "params_ratio": entry["params_ratio"]}  # fmt: skip
+        for batch in (1, 8):
+            row[f"time_ratio_batch{batch}"] = entry[f"speedup_batch{batch}"]
+            row[f"efficiency_batch{batch}"] = entry[f"speedup_batch{batch}"] / entry["macs_ratio"]
+        out.append(row)
+    return out
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per rounding and batch: the median and the lowest efficiency over nets and cut sizes;
+    `better`: the rounding with the higher medians."""
+    found: dict[str, Any] = {}
+    for round_to in ROUNDINGS:
+        chosen = [r for r in rows if r["round_to"] == round_to]
+        for batch in (1, 8):
+            values = [r[f"efficiency_batch{batch}"] for r in chosen]
+            found[f"round_to_{round_to}"] = found.get(f"round_to_{round_to}", {}) | {
+                f"median_efficiency_batch{batch}": statistics.median(values),
+                f"min_efficiency_batch{batch}": min(values)}  # fmt: skip
+    score = {k: v["median_efficiency_batch1"] + v["median_efficiency_batch8"] for k, v in found.items()}
+    found["better"] = max(score, key=score.get)
+    return found
+
+
+def bench_speed(nets: list[str], repeats: int, threads: int | None, log: Callable[[str], None] = print) -> dict:
+    """The cases of every net, their summary, and what they were timed with."""
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="pytrim-speed-") as tmp:
+        for name in nets:
+            log(f"{name}: cutting and timing {len(FRACTIONS) * len(ROUNDINGS)} cases at batch 1 and 8")
+            rows += one_net(name, Path(tmp), repeats, threads)
+            for row in rows[-len(FRACTIONS) * len(ROUNDINGS) :]:
+                log(
+                    f"  {row['fraction']:.2f} round_to {row['round_to']}: MACs {row['macs_ratio']:.2f}x, time "
+                    f"{row['time_ratio_batch1']:.2f}x (batch 1), {row['time_ratio_batch8']:.2f}x (batch 8)"
+                )
+    return {"cases": rows, "summary": summary(rows), "repeats": repeats, **blas_config(), "threads": threads}

@@ -1,0 +1,123 @@
+"""A run's memory of its finished steps (state.json), keyed so that it cannot go stale.
+
+Every step's record carries a key computed from everything that determines its output: the
+SHA-256 of its input files, the identity of the data it reads, its settings and its
+version in pytrim. On a rerun a step is reused only when its key is unchanged and its
+output files exist; otherwise it runs again (and says why), and the steps after it see
+new input files, so their keys change too: a run recomputes from the first change on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pytrim.caffeio.proto import read_net
+from pytrim.core.errors import BadInput
+from pytrim.core.files import read_json, sha256_file, write_json
+
+STATE_VERSION = 2
+# Raise a step's number when a change to pytrim changes what that step produces.
+STEP_VERSIONS = {
+    "train": 1,
+    "evaluate": 2,
+    "collect": 2,
+    "select": 2,
+    "cut": 2,
+    "verify": 2,
+    "retrain": 1,
+}
+_digests: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, remembered for this process while its size and mtime are unchanged."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _digests:
+        _digests[key] = sha256_file(path)
+    return _digests[key]
+
+
+def data_identity(net_path: Path) -> list[str]:
+    """The LMDBs a prototxt reads, as path, size and modification time (hashing a whole
+    ImageNet database on every step would cost minutes)."""
+    found = []
+    try:
+        net = read_net(net_path)
+    except BadInput:  # a solver file: its net is an input of its own
+        return found
+    for layer in net.layer:
+        if layer.type == "Data":
+            mdb = Path(layer.data_param.source) / "data.mdb"
+            if mdb.is_file():
+                stat = mdb.stat()
+                found.append(f"{mdb.resolve()} {stat.st_size} {stat.st_mtime_ns}")
+    return found
+
+
+def step_key(step: str, settings: dict[str, Any], inputs: dict[str, Path | None]) -> str:
+    """The key of a step: its name and version, its settings, and its input files' contents
+    (and, for prototxts, the data they read)."""
+    material: dict[str, Any] = {"step": step, "version": STEP_VERSIONS[step], "settings": settings}
+    for role, path in sorted(inputs.items()):
+        if path is None:
+            material[role] = None
+            continue
+        material[role] = file_digest(path)
+        if path.suffix == ".prototxt":
+            material[role + ".data"] = data_identity(path)
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class RunState:
+    """state.json of one run folder: baseline, iterations and scratch records of keyed steps."""
+
+    def __init__(self, folder: Path, log: Callable[[str], None] = print) -> None:
+        self.path = folder / "state.json"
+        self.log = log
+        self.data: dict[str, Any] = {"version": STATE_VERSION, "baseline": {}, "iterations": [], "scratch": {}}
+        if self.path.is_file():
+            loaded = read_json(self.path, "run state")
+            if loaded.get("version") != STATE_VERSION:
+                raise BadInput(f"{self.path} was written by another pytrim version: start over with --restart")
+            self.data = loaded
+
+    @property
+    def resumed(self) -> bool:
+        return bool(self.data["baseline"] or self.data["iterations"])
+
+    def save(self) -> None:
+        write_json(self.path, self.data)
+
+    def iteration(self, number: int) -> dict[str, Any]:
+        while len(self.data["iterations"]) < number:
+            self.data["iterations"].append({"iteration": len(self.data["iterations"]) + 1})
+        return self.data["iterations"][number - 1]
+
+    def step(
+        self,
+        record: dict[str, Any],
+        name: str,
+        key: str,
+        run: Callable[[], dict[str, Any]],
+        outputs: list[Path] = (),  # type: ignore[assignment]
+        label: str = "",
+    ) -> dict[str, Any]:
+        """The result of step `name`: reused when its key matches and its outputs exist,
+        else computed by `run()` and recorded (the state is saved after every step)."""
+        entry = record.get("steps", {}).get(name)
+        if entry and entry["key"] == key and all(Path(p).exists() for p in outputs):
+            return entry["result"]
+        if entry:
+            self.log(f"{label or name}: its inputs or settings changed since the last run; computing it again")
+        start = time.monotonic()
+        result = run()
+        seconds = round(time.monotonic() - start, 2)
+        record.setdefault("steps", {})[name] = {"key": key, "result": result, "seconds": seconds}
+        self.save()
+        return result

@@ -1,0 +1,40 @@
+"""The command line speaks one vocabulary (pytrim/cli/vocabulary.py): every option of every
+command is in it with one meaning, and README.md's table is that vocabulary."""
+
+from __future__ import annotations
+
+from conftest import ROOT, pytrim
+
+from pytrim.cli import COMMANDS, parser_of
+from pytrim.cli.vocabulary import VOCABULARY, table
+
+
+def option_users() -> dict[str, list[str]]:
+    users: dict[str, list[str]] = {}
+    for name in COMMANDS:
+        for action in parser_of(name)._actions:
+            for option in action.option_strings:
+                if option.startswith("--"):
+                    users.setdefault(option, []).append(name)
+    return users
+
+
+def test_every_commands_options_are_in_the_vocabulary() -> None:
+    users = option_users()
+    outside = {option: names for option, names in users.items() if option not in VOCABULARY}
+    assert not outside, f"options outside the vocabulary (pytrim/cli/vocabulary.py): {outside}"
+    unused = [option for option in VOCABULARY if option not in users]
+    assert not unused, f"vocabulary entries no command takes: {unused}"
+
+
+def test_readme_shows_the_vocabulary() -> None:
+    assert table(option_users()) in (ROOT / "README.md").read_text(), "README's vocabulary table is stale"
+
+
+def test_every_command_has_help_and_the_list_has_every_command() -> None:
+    listing = pytrim("--help")
+    assert listing.returncode == 0 and all(name in listing.stdout for name in COMMANDS)
+    for name in COMMANDS:
+        assert parser_of(name).format_help().startswith(f"usage: pytrim {name}")
+    unknown = pytrim("frobnicate")
+    assert unknown.returncode == 2 and "unknown command 'frobnicate'" in unknown.stderr
