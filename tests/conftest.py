@@ -172,11 +172,12 @@ def pytrim(*args: str, cwd: Path = ROOT, **kw: Any) -> subprocess.CompletedProce
     )
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
-    """Exit code 1 and exactly one `error:` line naming the problem: no traceback, and none
-    of Caffe's own fatal log lines (they would mean Caffe aborted in front of the user)."""
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str, code: int = 1) -> None:
+    """Exit code 1 (2: a usage error, an option argparse refuses) and exactly one `error:`
+    line naming the problem: no traceback, and none of Caffe's own fatal log lines (they
+    would mean Caffe aborted in front of the user)."""
     err = result.stderr
-    assert result.returncode == 1, (result.returncode, err[-3000:])
+    assert result.returncode == code, (result.returncode, err[-3000:])
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, err[-3000:]
     assert "Traceback" not in err and not re.search(r"^F\d{4,8} ", err, re.M), err[-3000:]

@@ -155,7 +155,8 @@ def test_bad_data_is_a_one_line_error(inputs: dict[str, Path], tmp_path: Path) -
     for source, message in ((empty, "is empty"), (wrong, "does not match"), (mixed, "records of different sizes")):
         net = write_net(tmp_path / f"{source.name}.prototxt", net_text(small_body, [3, 1, 28, 28], (source, source, 3)))
         assert_one_line_error(pytrim("evaluate", "--net", net, "--weights", w, "--quiet"), message)
-    assert_one_line_error(pytrim("evaluate", "--net", inputs["net"], "--weights", w, "--images", "0"), "--images")
+    assert_one_line_error(pytrim("evaluate", "--net", inputs["net"], "--weights", w, "--images", "0"), "--images",
+                          code=2)  # fmt: skip
 
 
 # --- files that are not what they claim -----------------------------------------------------
@@ -218,7 +219,8 @@ def test_a_full_disk_or_unwritable_folder_leaves_no_partial_output(inputs: dict[
 
 
 def test_a_programming_error_keeps_its_traceback() -> None:
-    code = "from pytrim.cli import run\ndef main():\n    return {}['missing']\nrun(main)\n"
+    code = ("import pytrim.cli.probe as p\np.execute = lambda args: {}['missing']\nfrom pytrim.cli import run\n"
+            "run('probe', ['--net', 'x.prototxt'])\n")  # fmt: skip
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 1 and "Traceback" in result.stderr and "KeyError: 'missing'" in result.stderr
     assert "error: " not in result.stderr

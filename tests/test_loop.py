@@ -307,8 +307,8 @@ def test_restart_removes_only_a_pytrim_run_folder(problem: Path) -> None:
     mine = problem / "mine"
     mine.mkdir()
     (mine / "thesis.tex").write_text("precious")
-    assert_one_line_error(trim(problem, "--out", mine, "--restart"), "not a pytrim run folder")
-    assert_one_line_error(trim(problem, "--out", mine), "not a pytrim run folder")
+    assert_one_line_error(trim(problem, "--out", mine, "--restart"), "not a pytrim trim folder")
+    assert_one_line_error(trim(problem, "--out", mine), "not a pytrim trim folder")
     assert files_under(mine) == ["thesis.tex"]
     # Output folders that hold the inputs, or a file.
     assert_one_line_error(trim(problem, "--out", problem), "contains the input")
@@ -377,7 +377,9 @@ def test_loop_with_another_criterion(problem: Path) -> None:
             l1 = np.abs(w.reshape(w.shape[0], -1)).sum(axis=1)
             assert sorted(entry["remove"]) == sorted(np.argsort(l1)[: len(entry["remove"])].tolist())
     assert report(problem)["iterations"][0]["widths"] == "6-6-9-10"
-    assert_one_line_error(trim(problem, "--criterion", "nope", "--out", problem / "x"), "unknown criterion 'nope'")
+    assert_one_line_error(
+        trim(problem, "--criterion", "nope", "--out", problem / "x"), "invalid choice: 'nope'", code=2
+    )
 
 
 def test_shipped_schedules_load() -> None:

@@ -308,6 +308,7 @@ def test_lrn_across_channels_is_refused_then_allowed_with_its_deviation(caffe, t
     assert check.max_relative <= 1e-5  # conv1's output, upstream of the LRN, is held to the exact tolerance
     assert check.to_json()["exact"] is False
     assert result.inexact == {"conv1": check.inexact}
+    (tmp_path / "bound").mkdir()
     _, strict, _ = cut_and_verify(caffe, tmp_path / "bound", lrn("ACROSS_CHANNELS"), {"conv1": 3}, inexact=True)
     assert not strict.ok and "tolerance 0.01" in strict.failure()  # the stated bound (1e-2) holds it
 

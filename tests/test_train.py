@@ -72,9 +72,9 @@ def test_caffe_check_failure_is_reported(tmp_path: Path) -> None:
 def test_topk_hits() -> None:
     scores = np.array([[0.1, 0.9, 0.0, 0, 0, 0], [0.5, 0.1, 0.2, 0.3, 0.4, 0.0]])
     labels = np.array([1, 5])
-    assert topk_hits(scores, labels, 1) == 1
-    assert topk_hits(scores, labels, 5) == 1
-    assert topk_hits(scores, np.array([1, 0]), 1) == 2
+    assert topk_hits(scores, labels, 1).sum() == 1
+    assert topk_hits(scores, labels, 5).sum() == 1
+    assert topk_hits(scores, np.array([1, 0]), 1).sum() == 2
 
 
 def test_lenet_prototxts_have_caffes_431080_parameters(caffe) -> None:

@@ -2,8 +2,9 @@
 
 A command module has a docstring (its --help text), `arguments(parser)` and `execute(args)
 -> dict` (its result, written to --result FILE as JSON); it may declare `OUTPUTS` (option
-dest -> "file" or "folder"), `outputs(args)` and `inputs(args)` (paths it computes), and
-`RESUMABLE` (a failed run keeps its folder, to be resumed). `run_command` guards every path a
+dest -> "file", "folder" or "place"), `outputs(args)` and `inputs(args)` (paths it
+computes), `check(args)` (what must hold before anything is written) and `RESUMABLE` (a
+failed run keeps its folder, to be resumed). `run_command` guards every path a
 command writes before it does any work (pytrim.core.files.OutputGuard: no output is, holds or
 lies in an input, the data its nets read included; output folders are empty or the command's
 own; what a failed command wrote is removed), and turns the problems a user can act on
@@ -18,6 +19,7 @@ import importlib
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import NoReturn
 
 from pytrim.caffeio.proto import data_sources, read_net
 from pytrim.core.errors import BadInput, PytrimError, StepFailed, user_message
@@ -52,7 +54,7 @@ COMMANDS = {
     "probe": ("probe", "build a net in Caffe and report its blob and parameter shapes"),
 }
 RESULT_HELP = "also write the result as JSON to this file"
-NET_OPTIONS = ("net", "deploy", "trimmed_net")  # prototxts: the data they read are inputs too
+NET_OPTIONS = ("--net", "--deploy", "--trimmed-net")  # prototxts: the data they read are inputs too
 
 
 class MissingInputs(BadInput):
@@ -69,10 +71,17 @@ def module_of(name: str) -> ModuleType:
     return importlib.import_module(f"pytrim.cli.{COMMANDS[name][0]}")
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one `error:` line (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} ({self.prog} --help lists the options)\n")
+
+
 def parser_of(name: str) -> argparse.ArgumentParser:
     """The command's argument parser: its own options, then --result and --quiet."""
     module = module_of(name)
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=f"pytrim {name}", description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     module.arguments(parser)
@@ -100,35 +109,39 @@ def net_data(path: Path) -> list[Path]:
 
 
 def guard_of(name: str, parser: argparse.ArgumentParser, args: argparse.Namespace) -> OutputGuard:
-    """The outputs of this run, checked against every input (pytrim.core.files.OutputGuard)."""
+    """The outputs of this run, checked against every input (pytrim.core.files.OutputGuard).
+    OUTPUTS kinds: "file", "folder" (claimed: empty or this command's), "place" (where the
+    command writes the files `outputs(args)` names: neither an input nor claimed)."""
     module = module_of(name)
     kinds = {**getattr(module, "OUTPUTS", {}), "result": "file"}
-    paths = path_options(parser, args)
-    files = {f"--{d.replace('_', '-')}": p for d, p in paths.items() if kinds.get(d) == "file"}
-    folders = {f"--{d.replace('_', '-')}": p for d, p in paths.items() if kinds.get(d) == "folder"}
+    paths = {f"--{dest.replace('_', '-')}": (dest, path) for dest, path in path_options(parser, args).items()}
+    files = {option: path for option, (dest, path) in paths.items() if kinds.get(dest) == "file"}
+    folders = {option: path for option, (dest, path) in paths.items() if kinds.get(dest) == "folder"}
     if hasattr(module, "outputs"):
         more_files, more_folders = module.outputs(args)
         files, folders = files | more_files, folders | more_folders
-    written = {p.resolve() for p in [*files.values(), *folders.values()] if p is not None}
+    written = set(files) | set(folders)
     inputs: dict[str, Path | None] = {
-        f"--{d.replace('_', '-')}": p for d, p in paths.items() if d not in kinds and p.resolve() not in written
+        option: path for option, (dest, path) in paths.items() if dest not in kinds and option not in written
     }
     inputs |= module.inputs(args) if hasattr(module, "inputs") else {}
-    for option in [d for d in NET_OPTIONS if d in paths] + [k for k, v in inputs.items() if _is_net(v)]:
-        path = paths.get(option) or inputs[option]
-        inputs |= {f"data read by {path}": source for source in net_data(path)}
-    resumable = getattr(module, "RESUMABLE", False)
-    return OutputGuard(name, inputs, files, folders, keep_folders=resumable)
+    for label, path in list(inputs.items()):
+        if _is_net(label, path):
+            inputs |= {f"data read by {label} {path}": source for source in net_data(Path(path))}
+    return OutputGuard(name, inputs, files, folders, keep_folders=getattr(module, "RESUMABLE", False))
 
 
-def _is_net(path: Path | None) -> bool:
-    return path is not None and Path(path).suffix == ".prototxt" and Path(path).is_file()
+def _is_net(label: str, path: Path | None) -> bool:
+    return path is not None and (label in NET_OPTIONS or Path(path).suffix == ".prototxt") and Path(path).is_file()
 
 
 def run_command(name: str, argv: list[str]) -> int:
     """Parse, guard the outputs, execute, write --result; the exit code."""
     parser = parser_of(name)
     args = parser.parse_args(argv)
+    module = module_of(name)
+    if hasattr(module, "check"):  # arguments checked before any output is claimed
+        module.check(args)
     with guard_of(name, parser, args):
         result = module_of(name).execute(args)
         if args.result:

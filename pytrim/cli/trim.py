@@ -17,7 +17,7 @@ from typing import Any
 from pytrim.cli.options import add_workers, finite, positive
 from pytrim.core.files import clear_run_folder
 from pytrim.criteria.scores import UNIT
-from pytrim.loop.driver import run_schedule
+from pytrim.loop.driver import prepare, run_schedule
 from pytrim.loop.report import markdown, write
 from pytrim.loop.schedule import Schedule, load_schedule
 
@@ -64,7 +64,12 @@ def schedule_of(args: argparse.Namespace) -> Schedule:
             "fold_mean": True if args.fold_mean else None,
         }  # fmt: skip
         args.loaded = load_schedule(args.schedule, **overrides)
-    return args.loaded
+    return args.loaded  # type: ignore[no-any-return]
+
+
+def check(args: argparse.Namespace) -> None:
+    """Every value of the schedule, against its net, before any output is claimed."""
+    prepare(schedule_of(args))
 
 
 def inputs(args: argparse.Namespace) -> dict[str, Path | None]:
@@ -83,7 +88,7 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
     sharding += [f"--ray-address={args.ray_address}"] if args.ray_address else []
     state = run_schedule(schedule, progress=not args.quiet, sharding=sharding)
     title = f"Network Trimming: {schedule.name}"
-    report = write(state, schedule.out, title, val=schedule.val_data is not None)
+    report = write(state, schedule, title)
     print()
     print(markdown(report, title))
     print(f"written: {schedule.out / 'report.md'}, {schedule.out / 'report.json'}")

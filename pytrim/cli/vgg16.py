@@ -65,13 +65,10 @@ def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
     return found
 
 
-def execute(args: argparse.Namespace) -> dict[str, Any]:
+def check(args: argparse.Namespace) -> None:
+    """A real run's files are all here (else the list of what is missing, exit code 2)."""
     if args.synthetic:
-        out = args.out or Path("runs/vgg16-synthetic")
-        iters = 2 if args.finetune_iters is None else args.finetune_iters
-        report = synthetic_run(out, args.images or 8, args.batch, iters, names(args.layers))
-        print(json.dumps(report, indent=1))
-        return report
+        return
     if args.overlap and args.train is None:
         raise BadInput("--overlap compares the validation data with a training sample: give --train")
     given = Inputs(args.weights, args.val, args.val_labels, args.train, args.train_labels)
@@ -82,6 +79,16 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
             + "\n  - ".join(lacking)
             + "\n(python -m pytrim vgg16 --synthetic runs the same machinery on generated data)"
         )
+
+
+def execute(args: argparse.Namespace) -> dict[str, Any]:
+    if args.synthetic:
+        out = args.out or Path("runs/vgg16-synthetic")
+        iters = 2 if args.finetune_iters is None else args.finetune_iters
+        report = synthetic_run(out, args.images or 8, args.batch, iters, names(args.layers))
+        print(json.dumps(report, indent=1))
+        return report
+    given = Inputs(args.weights, args.val, args.val_labels, args.train, args.train_labels)
     out = args.out or Path("runs/vgg16-trim")
     report = real_run(given, out, args.schedule, overrides_of(args), args.images,
                       names(args.layers) if args.overlap else None)  # fmt: skip

@@ -18,6 +18,8 @@ from pytrim.caffeio.zoo import INPUTS, KINDS, NETS, published_params, write
 from pytrim.cli.options import names, positive
 from pytrim.core.errors import BadInput
 
+OUTPUTS = {"out": "place"}
+
 
 def listing() -> str:
     """One line per net: name, input side, learnable parameters, where its published definition is."""

@@ -87,7 +87,7 @@ def real_run(given: Inputs, out: Path, schedule: Path, overrides: dict[str, Any]
                   f"(Jaccard {r['jaccard']:.2f}), {r['images']} images each")  # fmt: skip
     loaded = load_schedule(schedule, out=str(out), net=str(net), weights=str(weights), **overrides)
     state = run_schedule(loaded)
-    return write(state, loaded.out, "Network Trimming: VGG-16", top5=True, val=loaded.val_data is not None)
+    return write(state, loaded, "Network Trimming: VGG-16", top5=True)
 
 
 def synthetic_run(out: Path, images: int, batch: int, iters: int, layers: list[str] | None) -> dict[str, Any]:

@@ -101,3 +101,23 @@ def widths(net: Any) -> list[int]:
 def widths_text(net_path: Any) -> str:
     """The widths of a prototxt as the paper writes them: 20-50-500-10."""
     return "-".join(str(w) for w in widths(read_net(net_path)))
+
+
+def neighbours(graph: Graph) -> dict[str, set[str]]:
+    """Trimmable groups that touch: a layer reads the channels of one and writes the other's
+    (a convolution after a convolution, through BatchNorm, pooling, Concat or a sum)."""
+    names = {group.id: group.name for group in graph.groups() if group.trimmable}
+    writes: dict[str, set[int]] = {}
+    for use in graph.uses:
+        if use.kind == "producer":
+            writes.setdefault(use.layer, set()).add(graph.root(use.layout.segments[0].group))
+    touching: dict[str, set[str]] = {name: set() for name in names.values()}
+    for use in graph.uses:
+        if use.kind != "consumer":
+            continue
+        for read in {graph.root(s.group) for s in use.layout.segments}:
+            for written in writes.get(use.layer, set()):
+                if read != written and read in names and written in names:
+                    touching[names[read]].add(names[written])
+                    touching[names[written]].add(names[read])
+    return touching

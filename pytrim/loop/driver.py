@@ -1,31 +1,31 @@
 """The trimming loop: baseline, then per iteration collect -> select -> cut -> verify ->
-evaluate -> retrain -> evaluate, then the final net's statistics and the from-scratch ablation.
+evaluate -> retrain -> evaluate -> cost, then the final net's statistics and the
+from-scratch ablation.
 
 Decisions never look at the test set when the schedule names a validation split
 (`val_data`): each iteration keeps the better, on validation, of its cut and its retrained
-weights, and the loop stops when that falls below the baseline by more than the tolerance
-plus the standard error of the difference (a difference within it is noise). The test set
-gives the numbers reported. The steps are pytrim.loop.steps; the run folder carries pytrim's
-marker and a lock, so a second run on it is refused instead of interleaving.
+weights; it is accepted when its paired difference to the baseline is within the tolerance
+as a point estimate, and the loop stops when an iteration is beyond the tolerance by more
+than the difference's standard error (pytrim.loop.evaluation). The result is the last
+accepted iteration. The test set gives the numbers reported. The steps are
+pytrim.loop.steps; the run folder carries pytrim's marker and a lock, so a second run on it
+is refused instead of interleaving.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 from pytrim.caffeio.netcheck import check_model
 from pytrim.caffeio.upgrade import current_format
 from pytrim.core.errors import BadInput
-from pytrim.core.files import FolderLock, claim_run_folder
+from pytrim.core.files import FolderLock, claim_run_folder, marker_kind
 from pytrim.graph.queries import widths_text
-from pytrim.loop.schedule import Schedule
+from pytrim.loop.evaluation import better, judge, measure, speed_step
+from pytrim.loop.run import Iteration, Nets, Run
+from pytrim.loop.schedule import Schedule, validate
 from pytrim.loop.steps import (
-    Iteration,
-    Nets,
-    Run,
-    accuracy_step,
     baseline,
     collect_step,
     cut_step,
@@ -38,21 +38,17 @@ from pytrim.loop.steps import (
 )
 
 
-def stderr_of_difference(a: dict[str, Any], b: dict[str, Any]) -> float:
-    """Standard error of the difference of two top-1 accuracies (as independent proportions)."""
-    return math.sqrt(a["top1_stderr"] ** 2 + b["top1_stderr"] ** 2)
-
-
-def keep_better(it: Iteration, before: dict, after: dict | None) -> dict[str, Any]:
+def keep_better(run: Run, it: Iteration, before: dict, after: dict | None) -> dict[str, Any]:
     """The iteration's result: its retrained weights, or its cut ones when those decide
     better (on validation when there is a validation split)."""
     record = it.record
-    if after is None or before["decide"]["top1"] > after["decide"]["top1"]:
+    if after is None or better(run, before["decide"], after["decide"]):
         kept, weights, result = "trimmed", it.trimmed.weights, before
     else:
         kept, weights, result = "retrained", it.retrained, after
     record.update(kept=kept, weights=str(weights), top1=result["test"]["top1"], decide=result["decide"])
     record.update(top1_stderr=result["test"]["top1_stderr"], val_top1=(result["val"] or {}).get("top1"))
+    record.update(value=result["test"]["value"], val_value=(result["val"] or {}).get("value"))
     return record
 
 
@@ -67,91 +63,87 @@ def summarize(run: Run, it: Iteration, cut_result: dict, verified: dict, before:
         top5_trimmed=before["test"]["top5"],
         top1_retrained=after["test"]["top1"],
         top5_retrained=after["test"]["top5"],
+        value_trimmed=before["test"]["value"],
+        value_retrained=after["test"]["value"],
         val_top1_trimmed=(before["val"] or {}).get("top1"),
         val_top1_retrained=(after["val"] or {}).get("top1"),
         verify_max_relative_diff=verified["max_relative_diff"],
     )
     run.state.save()
-    run.log(
-        f"iteration {it.number}: {it.record['widths']}, {it.record['params']:,} parameters "
-        f"({it.record['compression']:.2f}x), top-1 {before['test']['top1']:.2%} after the cut, "
-        f"{after['test']['top1']:.2%} after retraining; keeps the {it.record['kept']} weights"
-    )
+
+
+def evaluate_cut(run: Run, it: Iteration, logs: Any) -> dict[str, Any]:
+    """The cut net measured (and, with --fold-mean, the same cut without folding)."""
+    before = measure(run, it.record, "trimmed", it.trimmed.net, it.trimmed.weights, logs)
+    if run.s.fold_mean:
+        plain = it.folder / "nofold"
+        unfolded = measure(run, it.record, "trimmed_nofold", plain / "train_val.prototxt",
+                           plain / "trimmed.caffemodel", logs)  # fmt: skip
+        it.record["top1_trimmed_nofold"] = unfolded["test"]["top1"]
+    return before
 
 
 def iteration(run: Run, number: int, source: Nets) -> dict[str, Any] | None:
     """One trimming iteration; returns its record, or None when nothing is left to trim."""
     plan = run.s.plan_for(number)
     it = Iteration(number, plan, source, run.s.out / f"iter-{number:02d}", run.state.iteration(number))
-    it.record["layers"] = plan.layers
     collected = collect_step(run, it)
     it.record["mean_apoz"] = mean_apoz(collected)
-    chosen = select_step(run, it)
-    if all(c["kept"] == c["width"] for c in chosen.values()):
+    chosen = select_step(run, it, collected)
+    it.record.update(plan=chosen["plan"], layers=chosen["plan"]["trimmed"])
+    if not chosen["plan"]["trimmed"]:
         run.log(f"iteration {number}: no neuron is chosen for removal; nothing left to trim")
         it.record["nothing_to_trim"] = True
         run.state.save()
         return None
     it.record.pop("nothing_to_trim", None)
-    cut_result = cut_step(run, it)
-    verified = verify_step(run, it)
-    logs = it.folder / "logs"
-    before = accuracy_step(run, it.record, "trimmed", it.trimmed.net, it.trimmed.weights, logs)
-    if run.s.fold_mean:
-        plain = it.folder / "nofold"
-        unfolded = accuracy_step(run, it.record, "trimmed_nofold", plain / "train_val.prototxt",
-                                 plain / "trimmed.caffemodel", logs)  # fmt: skip
-        it.record["top1_trimmed_nofold"] = unfolded["test"]["top1"]
+    cut_result, verified = cut_step(run, it), verify_step(run, it)
+    before, logs = evaluate_cut(run, it, it.folder / "logs"), it.folder / "logs"
     retrained = retrain_step(run, it)
     after = None
     if not retrained.get("skipped"):
-        after = accuracy_step(run, it.record, "retrained", it.trimmed.net, it.retrained, logs)
+        after = measure(run, it.record, "retrained", it.trimmed.net, it.retrained, logs)
         it.record["curve"] = retrained.get("tests", {})
-    keep_better(it, before, after)
+    keep_better(run, it, before, after)
     summarize(run, it, cut_result, verified, before, after)
+    net, base_net = it.trimmed.deploy or it.trimmed.net, run.s.deploy or run.s.net
+    it.record["cost"] = speed_step(run, it.record, base_net, run.s.weights, net, it.trimmed.weights)
+    run.log(f"iteration {number}: {it.record['widths']}, {it.record['params']:,} parameters "
+            f"({it.record['compression']:.2f}x, {it.record['cost']['macs_ratio']:.2f}x fewer MACs), "
+            f"keeps the {it.record['kept']} weights")  # fmt: skip
     return it.record
-
-
-def stop_reason(run: Run, base: dict[str, Any], record: dict[str, Any]) -> str | None:
-    """Why the loop stops after this iteration, if it does: the kept weights fall below the
-    baseline by more than the tolerance plus one standard error of the difference."""
-    on = "validation" if run.s.val_data is not None else "test"
-    drop = base["decide"]["top1"] - record["decide"]["top1"]
-    noise = stderr_of_difference(base["decide"], record["decide"])
-    record["drop_within_noise"] = abs(drop) <= noise
-    if drop > run.s.tolerance / 100 + noise:
-        return (
-            f"{on} top-1 {record['decide']['top1']:.2%} is {100 * drop:.2f} points below the baseline's, more than "
-            f"the tolerance of {run.s.tolerance} plus the standard error {100 * noise:.2f}"
-        )
-    return None
 
 
 def iterate(run: Run, base: dict[str, Any]) -> Nets:
     """Iterations until the schedule's count, the stop rule or nothing left; returns the
     accepted net (the baseline when no iteration is accepted)."""
     s = run.s
-    accepted, nets = 0, Nets(s.net, s.deploy, s.weights)
+    accepted, nets, result = 0, Nets(s.net, s.deploy, s.weights), Nets(s.net, s.deploy, s.weights)
     for number in range(1, s.iterations + 1):
         record = iteration(run, number, nets)
         run.state.data["last_iteration"] = number if record else number - 1
         if record is None:
             break
-        record["stopped"] = stop_reason(run, base, record)
+        judge(run, base, record)
+        run.state.save()
+        verdict = "accepted" if record["accepted"] else "not accepted (beyond the tolerance)"
+        run.log(f"  {verdict}: {record['loss']:+.3g} ± {record['loss_stderr']:.3g} against the baseline")
         if record["stopped"]:
             run.log(f"stop: {record['stopped']}; the result is iteration {accepted}")
             break
-        accepted = number
         folder = s.out / f"iter-{number:02d}"
         deploy = folder / "deploy.prototxt" if s.deploy else None
         nets = Nets(folder / "train_val.prototxt", deploy, folder / f"{record['kept']}.caffemodel")
+        if record["accepted"]:
+            accepted, result = number, nets
     run.state.data["final_iteration"] = accepted
     run.state.save()
-    return nets
+    return result
 
 
 def check_inputs(s: Schedule) -> None:
-    """The schedule's files exist (weights may be trained, if the schedule says so)."""
+    """The schedule's files exist (weights may be trained, if the schedule says so), fit its
+    nets, and what it names is in them (pytrim.loop.schedule.validate)."""
     for what, path in (("net", s.net), ("deploy", s.deploy), ("baseline_solver", s.baseline_solver)):
         if path is not None and not path.is_file():
             raise BadInput(f"the schedule's {what} not found: {path}")
@@ -167,6 +159,17 @@ def check_inputs(s: Schedule) -> None:
             f"baseline weights not found: {s.weights} (give --weights, or set train_missing_weights = true "
             f"in the schedule to train them with {s.baseline_solver})"
         )
+    validate(s)
+
+
+def prepare(s: Schedule, log: Callable[[str], None] = print) -> Schedule:
+    """A schedule ready to run: old-format (V0/V1) inputs upgraded with Caffe's tools into
+    pytrim's cache, every input checked. Before any output is written."""
+    s.net, s.deploy = current_format(s.net, "net", log), current_format(s.deploy, "net", log)
+    if s.weights.is_file():
+        s.weights = current_format(s.weights, "weights", log)
+    check_inputs(s)
+    return s
 
 
 def finish(run: Run, final: Nets) -> None:
@@ -185,13 +188,8 @@ def run_schedule(schedule: Schedule, progress: bool = True, log: Callable[[str],
                  sharding: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
     """Run (or resume) a schedule in its output folder, holding the folder's lock; `sharding`
     (--workers N / --ray-address A) splits its statistics and evaluations among Ray workers."""
-    s = schedule
-    # Old-format (V0/V1) inputs are upgraded with Caffe's tools into pytrim's cache.
-    s.net, s.deploy = current_format(s.net, "net", log), current_format(s.deploy, "net", log)
-    if s.weights.is_file():
-        s.weights = current_format(s.weights, "weights", log)
-    check_inputs(s)
-    claim_run_folder(s.out, "trim")
+    s = prepare(schedule, log)
+    claim_run_folder(s.out, marker_kind(s.out) or "trim")  # a command (vgg16) may have claimed it
     with FolderLock(s.out):
         run = Run(s, progress, log, sharding)
         if run.state.resumed:

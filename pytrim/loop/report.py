@@ -3,12 +3,14 @@ test accuracy against retraining iterations for each trimming iteration
 (accuracy_vs_retraining.png) and the APoZ histograms of the trimmed layers across iterations,
 the final net's included (apoz_histograms.png).
 
-report.json: `baseline` {widths, params, top1, top1_stderr, top5, images, val_top1};
-`iterations` [{iteration, layers, widths, params, compression, top1_trimmed, top1_retrained,
-val_top1_trimmed, val_top1_retrained, kept, top1, val_top1 (of the kept weights), top1_stderr,
-drop_within_noise, mean_apoz, verify_max_relative_diff, stopped, curve, seconds}]; `final` {iteration, widths, params,
-compression, top1, mean_apoz}; `scratch` {widths, params, top1, iterations, mean_apoz};
-`inherited_minus_scratch_top1`; `decisions_on` ("validation" or "test").
+report.json: `baseline` {widths, params, top1, top1_stderr, top5, images, val_top1, value,
+stderr, machine}; `iterations` [{iteration, layers, plan, widths, params, compression, cost
+(params/MACs/bytes ratios, speedup_batch1/speedup_batchN), top1_trimmed, top1_retrained,
+value_trimmed, value_retrained, kept, top1, val_top1, value, difference, difference_stderr,
+loss, loss_stderr, accepted, stopped, mean_apoz, verify_max_relative_diff, curve, seconds}];
+`final` {iteration, widths, params, compression, top1, value, cost, mean_apoz}; `scratch`
+{widths, params, top1, value, iterations, mean_apoz}; `inherited_minus_scratch_top1`;
+`metric`, `tolerance`, `decisions_on` ("validation" or "test").
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from pytrim.core.files import together, write_atomic, write_json
+from pytrim.stats.evaluate import ACCURACY
 from pytrim.stats.statsfile import load_stats
 
 ITERATION_KEYS = (
-    "iteration", "layers", "widths", "params", "compression", "top1_trimmed", "top1_trimmed_nofold",
-    "top1_retrained", "top5_trimmed", "top5_retrained", "val_top1_trimmed", "val_top1_retrained", "kept", "top1",
-    "val_top1", "top1_stderr", "drop_within_noise", "mean_apoz", "verify_max_relative_diff", "stopped", "curve",
+    "iteration", "layers", "plan", "widths", "params", "compression", "cost", "top1_trimmed", "top1_trimmed_nofold",
+    "top1_retrained", "top5_trimmed", "top5_retrained", "value_trimmed", "value_retrained", "val_top1_trimmed",
+    "val_top1_retrained", "kept", "top1", "val_top1", "top1_stderr", "value", "val_value", "difference",
+    "difference_stderr", "loss", "loss_stderr", "accepted", "mean_apoz", "verify_max_relative_diff", "stopped", "curve",
 )  # fmt: skip
 
 
@@ -32,7 +36,7 @@ def iteration_entries(state: dict[str, Any]) -> list[dict[str, Any]]:
     last = state.get("last_iteration", len(state["iterations"]))
     entries = []
     for record in state["iterations"][:last]:
-        if "kept" in record:
+        if "accepted" in record:
             entry = {key: record.get(key) for key in ITERATION_KEYS}
             entry["compression"] = round(record["compression"], 4)
             entry["seconds"] = {name: step["seconds"] for name, step in record.get("steps", {}).items()}
@@ -40,28 +44,25 @@ def iteration_entries(state: dict[str, Any]) -> list[dict[str, Any]]:
     return entries
 
 
-def build(state: dict[str, Any], val: bool) -> dict[str, Any]:
+def build(state: dict[str, Any], val: bool, metric: str = ACCURACY, tolerance: float | None = None) -> dict:
     """The report's JSON from a loop's state."""
     base = state["baseline"]
-    keys = ("widths", "params", "top1", "top1_stderr", "top5", "images", "val_top1")
+    keys = ("widths", "params", "top1", "top1_stderr", "top5", "images", "val_top1", "value", "stderr", "machine")
     report: dict[str, Any] = {"baseline": {key: base.get(key) for key in keys}, "iterations": iteration_entries(state)}
     accepted = state.get("final_iteration", 0)
     final = state["iterations"][accepted - 1] if accepted else base
-    report["final"] = {
-        "iteration": accepted,
-        "widths": final["widths"],
-        "params": final["params"],
-        "compression": round(base["params"] / final["params"], 4),
-        "top1": final["top1"],
-        "mean_apoz": (state.get("final") or {}).get("mean_apoz") if accepted else None,
-    }
+    report["final"] = {key: final.get(key) for key in ("widths", "params", "top1", "value", "cost")}
+    report["final"] |= {"iteration": accepted, "compression": round(base["params"] / final["params"], 4)}
+    report["final"]["mean_apoz"] = (state.get("final") or {}).get("mean_apoz") if accepted else None
     report["scratch"] = {}
     scratch = state.get("scratch") or {}
-    if "top1" in scratch and accepted and scratch.get("widths") == final["widths"]:
-        keys = ("widths", "params", "top1", "top1_stderr", "iterations", "mean_apoz")
+    if "value" in scratch and accepted and scratch.get("widths") == final["widths"]:
+        keys = ("widths", "params", "top1", "top1_stderr", "value", "stderr", "iterations", "mean_apoz")
         report["scratch"] = {key: scratch.get(key) for key in keys}
-        report["inherited_minus_scratch_top1"] = report["final"]["top1"] - scratch["top1"]
-    report["decisions_on"] = "validation" if val else "test"
+        if scratch.get("top1") is not None:
+            report["inherited_minus_scratch_top1"] = report["final"]["top1"] - scratch["top1"]
+        report["inherited_minus_scratch_value"] = report["final"]["value"] - scratch["value"]
+    report |= {"metric": metric, "tolerance": tolerance, "decisions_on": "validation" if val else "test"}
     return report
 
 
@@ -69,80 +70,137 @@ def pct(value: float | None) -> str:
     return "" if value is None else f"{value:.2%}"
 
 
-def table_rows(report: dict[str, Any], layers: list[str], top5: bool, fold: bool) -> list[list[str]]:
-    base = report["baseline"]
+def shown(value: float | None, metric: str) -> str:
+    """A metric value as the table shows it (top-1 as a percentage)."""
+    return pct(value) if metric == ACCURACY else ("" if value is None else f"{value:.4g}")
 
-    def row(name: str, e: dict, compression: str, accuracy: list, kept: str, apoz: dict) -> list[str]:
-        cells = [name, e["widths"], f"{e['params']:,}", compression]
-        cells += [pct(a) for a in (accuracy if top5 else accuracy[:2])]
-        cells += [pct(e.get("top1_trimmed_nofold"))] if fold else []
-        stderr = f" ± {100 * e['top1_stderr']:.2f}" if e.get("top1_stderr") is not None else ""
-        cells += [kept, f"{pct(e['top1'])}{stderr}", pct(e.get("val_top1"))]
-        return cells + [pct(apoz.get(n)) for n in layers]
 
-    rows = [row("Original", base, "1.00x", [None, base["top1"], None, base.get("top5")], "", {})]
-    for it in report["iterations"]:
-        mark = " (stopped)" if it.get("stopped") else ""
-        accuracy = [it["top1_trimmed"], it["top1_retrained"], it.get("top5_trimmed"), it.get("top5_retrained")]
-        name, compression = f"Trim-{it['iteration']}{mark}", f"{it['compression']:.2f}x"
-        rows.append(row(name, it, compression, accuracy, it["kept"], it["mean_apoz"]))
+def ratio(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}x"
+
+
+def cost_cells(cost: dict[str, Any] | None) -> list[str]:
+    """MACs ratio and forward-time speedups at batch 1 and the larger batch."""
+    cost = cost or {}
+    speedups = [v for k, v in sorted(cost.items(), key=lambda kv: len(kv[0])) if k.startswith("speedup_batch")]
+    return [ratio(cost.get("macs_ratio")), ratio(speedups[0] if speedups else None),
+            ratio(speedups[1] if len(speedups) > 1 else None)]  # fmt: skip
+
+
+def iteration_row(report: dict[str, Any], it: dict[str, Any]) -> dict[str, str]:
+    """One iteration's cells, by column (pytrim.loop.report.header)."""
+    m, scale = report["metric"], 100 if report["metric"] == ACCURACY else 1
+    macs, speed1, speed2 = cost_cells(it.get("cost"))
+    row = {"Network": f"Trim-{it['iteration']}" + (" (stopped)" if it.get("stopped") else ""),
+           "Widths": it["widths"], "Parameters": f"{it['params']:,}", "Compression": f"{it['compression']:.2f}x",
+           "MACs": macs, "Speed (batch 1)": speed1, "Speed (larger batch)": speed2,
+           "after cut": shown(it["value_trimmed"], m), "after retraining": shown(it["value_retrained"], m),
+           "Top-5 after cut": pct(it.get("top5_trimmed")), "Top-5 after retraining": pct(it.get("top5_retrained")),
+           "Top-1 after cut, means not folded": pct(it.get("top1_trimmed_nofold")), "Kept": it["kept"],
+           "of the kept weights": shown(it["value"], m), "Accepted": "yes" if it["accepted"] else "no",
+           "Paired difference": f"{scale * it['difference']:+.2f} ± {scale * it['difference_stderr']:.2f}"}  # fmt: skip
+    return row | {f"mean APoZ {n}": pct(v) for n, v in it["mean_apoz"].items()}
+
+
+def table_rows(report: dict[str, Any]) -> list[dict[str, str]]:
+    """The table's rows by column: the original, every iteration, the final net, from scratch."""
+    base, m = report["baseline"], report["metric"]
+    rows = [{"Network": "Original", "Widths": base["widths"], "Parameters": f"{base['params']:,}",
+             "Compression": "1.00x", "MACs": "1.00x", "Speed (batch 1)": "1.00x", "Speed (larger batch)": "1.00x",
+             "after retraining": shown(base["value"], m), "Top-5 after retraining": pct(base.get("top5")),
+             "of the kept weights": shown(base["value"], m)}]  # fmt: skip
+    rows += [iteration_row(report, it) for it in report["iterations"]]
     final, scratch = report["final"], report.get("scratch") or {}
-    if final.get("mean_apoz"):
-        rows.append(row("Final net", final, f"{final['compression']:.2f}x", [None] * 4, "", final["mean_apoz"]))
-    if scratch:
-        compression = f"{base['params'] / scratch['params']:.2f}x"
-        rows.append(row(f"Scratch ({scratch['iterations']} it.)", scratch, compression, [None] * 4, "",
-                        scratch.get("mean_apoz") or {}))  # fmt: skip
+    for title, entry in (("Final net", final), (f"Scratch ({scratch.get('iterations')} it.)", scratch)):
+        if entry and entry.get("mean_apoz"):
+            row = {"Network": title, "Widths": entry["widths"], "Parameters": f"{entry['params']:,}",
+                   "Compression": f"{base['params'] / entry['params']:.2f}x"}  # fmt: skip
+            row |= {"of the kept weights": shown(entry["value"], m)} if title != "Final net" else {}
+            rows.append(row | {f"mean APoZ {n}": pct(v) for n, v in entry["mean_apoz"].items()})
     return rows
 
 
+def header(report: dict[str, Any], layers: list[str], top5: bool, fold: bool) -> list[tuple[str, str]]:
+    """(column key, column title) of the table."""
+    m = "Top-1" if report["metric"] == ACCURACY else report["metric"]
+    on = report["decisions_on"]
+    keys = ["Network", "Widths", "Parameters", "Compression", "MACs", "Speed (batch 1)", "Speed (larger batch)",
+            "after cut", "after retraining"]  # fmt: skip
+    keys += ["Top-5 after cut", "Top-5 after retraining"] if top5 else []
+    keys += ["Top-1 after cut, means not folded"] if fold else []
+    keys += ["Kept", "of the kept weights", "Paired difference", "Accepted"] + [f"mean APoZ {n}" for n in layers]
+    titles = {"after cut": f"{m} after cut", "after retraining": f"{m} after retraining",
+              "of the kept weights": f"{m} of the kept weights",
+              "Paired difference": f"Paired difference on {on}"}  # fmt: skip
+    return [(key, titles.get(key, key)) for key in keys]
+
+
 def markdown(report: dict[str, Any], title: str, top5: bool = False) -> str:
-    """The paper's table form (with top-5 columns for ImageNet nets)."""
-    base, final = report["baseline"], report["final"]
-    layers = list(dict.fromkeys(n for it in report["iterations"] for n in it["mean_apoz"]))
-    head = ["Network", "Widths", "Parameters", "Compression", "Top-1 after cut", "Top-1 after retraining"]
-    head += ["Top-5 after cut", "Top-5 after retraining"] if top5 else []
+    """The paper's table form (with top-5 columns for ImageNet nets), the plan, and the result."""
+    layers = list(dict.fromkeys(n for it in report["iterations"] for n in it["mean_apoz"]))[:12]
     fold = any(it.get("top1_trimmed_nofold") is not None for it in report["iterations"])
-    head += ["Top-1 after cut, means not folded"] if fold else []
-    head += ["Kept", "Top-1 of the kept weights", "Validation top-1"] + [f"mean APoZ {name}" for name in layers]
-    lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(report, layers, top5, fold)]
-    lines += ["", notes(report)]
-    lines.append(
-        f"Result: iteration {final['iteration']}, {final['widths']}, {final['params']:,} parameters, "
-        f"{final['compression']:.2f}x compression, top-1 {final['top1']:.2%} "
-        f"(baseline {base['top1']:.2%}, {100 * (final['top1'] - base['top1']):+.2f} points)."
-    )
-    scratch = report.get("scratch") or {}
-    if scratch:
-        diff = 100 * report["inherited_minus_scratch_top1"]
-        verdict = "beat" if diff > 0 else "did not beat"
-        lines.append(
-            f"Inheriting the surviving weights {verdict} training the same widths from scratch: "
-            f"{final['top1']:.2%} vs {scratch['top1']:.2%} ({diff:+.2f} points)."
-        )
+    head = header(report, layers, top5, fold)
+    lines = [f"# {title}", "", "| " + " | ".join(t for _, t in head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(row.get(key, "") for key, _ in head) + " |" for row in table_rows(report)]
+    lines += ["", notes(report), "", *plan_lines(report), result_line(report)]
     return "\n".join(lines) + "\n"
 
 
+def plan_lines(report: dict[str, Any]) -> list[str]:
+    """Per iteration, the groups it trimmed and why (and those that dropped out)."""
+    lines = []
+    for it in report["iterations"]:
+        plan = it.get("plan") or {}
+        why = "; ".join(f"{name} ({reason})" for name, reason in (plan.get("why") or {}).items())
+        dropped = ", ".join(plan.get("dropped") or {})
+        lines.append(f"- Trim-{it['iteration']} trimmed {why or ', '.join(it['layers'])}"
+                     + (f"; dropped out: {dropped} (the rule selects nothing)" if dropped else "") + ".")  # fmt: skip
+    return [*lines, ""] if lines else []
+
+
+def result_line(report: dict[str, Any]) -> str:
+    base, final, m = report["baseline"], report["final"], report["metric"]
+    text = (f"Result: iteration {final['iteration']}, {final['widths']}, {final['params']:,} parameters, "
+            f"{final['compression']:.2f}x compression")  # fmt: skip
+    if final.get("cost"):
+        text += f", {final['cost']['macs_ratio']:.2f}x fewer MACs"
+    scale, unit = (100, " points") if m == ACCURACY else (1, "")
+    text += (f", {m} {shown(final['value'], m)} (baseline {shown(base['value'], m)}, "
+             f"{scale * (final['value'] - base['value']):+.2f}{unit}).")  # fmt: skip
+    scratch = report.get("scratch") or {}
+    if scratch:
+        diff = scale * report["inherited_minus_scratch_value"]
+        gain = diff < 0 if report.get("lower_is_better") else diff > 0
+        verdict = "beat" if gain else "did not beat"
+        text += (f"\nInheriting the surviving weights {verdict} training the same widths from scratch: "
+                 f"{shown(final['value'], m)} vs {shown(scratch['value'], m)} ({diff:+.2f}{unit}).")  # fmt: skip
+    return text
+
+
 def notes(report: dict[str, Any]) -> str:
-    """What the numbers are measured on, and which differences are within noise."""
+    """What the numbers are measured on, and how the decisions were made."""
+    m = "top-1" if report["metric"] == ACCURACY else report["metric"]
     if report["decisions_on"] == "validation":
-        text = ("Each iteration keeps the better of its cut and retrained weights on the validation split, and the "
-                "stop rule reads the validation split too; top-1 in the table is on the test set, which no decision "
-                "sees. ")  # fmt: skip
+        text = ("Each iteration keeps the better of its cut and retrained weights on the validation split, and "
+                "the decisions read the validation split too; the table's values are on the test set, which no "
+                "decision sees. ")  # fmt: skip
     else:
         text = "No validation split was given: decisions were made on the test set it reports. "
-    text += "± is one standard error of top-1 over the test images. Mean APoZ is measured before each iteration's cut."
-    within = [str(it["iteration"]) for it in report["iterations"] if it.get("drop_within_noise")]
-    if within:
-        text += f" The difference to the baseline is within one standard error for Trim-{', Trim-'.join(within)}."
+    text += (f"An iteration is accepted when its {m}, paired image by image with the baseline's, is within the "
+             f"tolerance ({report['tolerance']}) as a point estimate; the loop stops when one is beyond it by more "
+             "than the paired standard error. MACs and speed are ratios to the original (forward time measured "
+             "by Caffe, interleaved); mean APoZ is measured before each iteration's cut.")  # fmt: skip
+    machine = report["baseline"].get("machine") or {}
+    if machine.get("cpu"):
+        text += (f" Computed on {machine['cpu']} ({machine['cores']} cores) with OpenBLAS {machine['blas_core']} "
+                 f"kernels, {machine['blas_threads']} thread per child process.")  # fmt: skip
     return text
 
 
 def curves(report: dict[str, Any], path: Path) -> Path | None:
     """Test top-1 against retraining iterations, one line per trimming iteration."""
     lines = [(it["iteration"], it["curve"]) for it in report["iterations"] if it.get("curve")]
-    if not lines:
+    if not lines or report["baseline"]["top1"] is None:
         return None
     import matplotlib
 
@@ -192,10 +250,11 @@ def save(fig: Any, path: Path) -> Path:
     return path
 
 
-def write(state: dict[str, Any], out_dir: str | Path, title: str, top5: bool = False, val: bool = False) -> dict:
-    """Write report.json, report.md and the figures into `out_dir`; return the report."""
-    out_dir = Path(out_dir)
-    report = build(state, val)
+def write(state: dict[str, Any], schedule: Any, title: str, top5: bool = False) -> dict:
+    """Write report.json, report.md and the figures into the schedule's folder; return the report."""
+    out_dir = Path(schedule.out)
+    report = build(state, schedule.val_data is not None, schedule.metric, schedule.tolerance)
+    report["lower_is_better"] = schedule.lower_is_better
     write_json(out_dir / "report.json", report)
     write_atomic(out_dir / "report.md", markdown(report, title, top5))
     curves(report, out_dir / "accuracy_vs_retraining.png")

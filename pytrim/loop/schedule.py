@@ -1,25 +1,36 @@
 """A trimming run as a schedule file (TOML) says it: nets, weights, solvers, and per iteration
-which layers are trimmed and how. Every value is checked when the file is read, so a typo
-fails before any work (not after a baseline and a statistics pass)."""
+which layers are trimmed and how. Every value is checked when the file is read (types,
+ranges, finite numbers, iteration numbers, rule and plan consistency), and `validate` checks
+what the values name against the net itself (layers that exist and can be trimmed, the
+metric's blob) before any work, so a typo fails before a baseline and a statistics pass, and
+no run folder is made."""
 
 from __future__ import annotations
 
 import copy
+import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from pytrim.caffeio.proto import read_net
 from pytrim.core.errors import BadInput
 from pytrim.criteria.scores import UNIT
+from pytrim.feeds.source import data_source
+from pytrim.graph.build import net_graph
+from pytrim.graph.queries import group_of
+from pytrim.stats.evaluate import ACCURACY, check_metric, find_scores
 from pytrim.surgery.choose import RULES, Rule
+
+AUTO = "auto"
 
 
 @dataclass
 class LayerPlan:
-    """How one iteration trims its layers."""
+    """How one iteration trims its layers (`layers` "auto": the paper's plan, pytrim.loop.plan)."""
 
-    layers: list[str]
+    layers: list[str] | str
     criterion: str = "apoz"  # any unit criterion of pytrim.criteria.scores
     rule: str = "mean_std"  # mean_std (mean + k std of the scores), ratio, count, keep (a width plan)
     k: float = 1.0
@@ -27,18 +38,26 @@ class LayerPlan:
     count: int = 0
     min_keep: dict[str, int] = field(default_factory=dict)
     widths: dict[str, int] = field(default_factory=dict)  # a width plan: keep exactly these
+    round_to: int = 1  # kept widths rounded up to a multiple of this
     finetune_iters: int = 2000
     finetune_lr: float | None = None  # the fine-tuning solver's base_lr unless set
 
     def rule_for(self, layer: str) -> Rule:
         if layer in self.widths:
             return Rule("keep", keep=self.widths[layer])
-        return Rule(self.rule, k=self.k, ratio=self.ratio, count=self.count, min_keep=self.min_keep.get(layer, 1))
+        return Rule(self.rule, k=self.k, ratio=self.ratio, count=self.count, min_keep=self.min_keep.get(layer, 1),
+                    round_to=self.round_to)  # fmt: skip
 
     def settings(self) -> dict[str, Any]:
         """Everything that decides which neurons go (part of the select step's key)."""
         retraining = ("finetune_iters", "finetune_lr")
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in retraining}
+        found = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in retraining}
+        return found if self.round_to != 1 else {k: v for k, v in found.items() if k != "round_to"}
+
+    def named_layers(self) -> list[str]:
+        """Every layer the plan names (its list, min_keep, widths)."""
+        listed = [] if self.layers == AUTO else list(self.layers)
+        return list(dict.fromkeys([*listed, *self.min_keep, *self.widths]))
 
 
 @dataclass
@@ -54,12 +73,15 @@ class Schedule:
     iterations: int
     plan: LayerPlan
     overrides: dict[int, dict[str, Any]] = field(default_factory=dict)
-    tolerance: float = 0.2  # points of top-1 below the baseline that stop the loop
+    tolerance: float = 0.2  # how far (points of top-1, or the metric's units) the result may fall
+    metric: str = ACCURACY  # what decides: top-1, or a TEST-phase output blob of the net
+    lower_is_better: bool = False  # the metric's direction (a loss: true)
+    auto_start: int = 2  # layers = "auto": the groups the first iteration trims
     stats_images: int | None = None  # images for the statistics (default: all of stats_data)
     scratch: bool = True
     scratch_iters: int | None = None  # default: the baseline solver's max_iter
     train_missing_weights: bool = False  # train the baseline when `weights` does not exist
-    allow_inexact: bool = False  # cut through LRN across channels (verification reports the deviation)
+    allow_inexact: bool = False  # cut through LRN across channels (verification bounds the deviation)
     fold_mean: bool = False  # fold removed channels' means into their consumers' biases (pytrim.surgery.fold)
     val_data: Path | None = None  # LMDB of the validation split: decisions are made on it, not on the test set
     stats_data: Path | None = None  # LMDB the statistics are measured on (default: the net's TEST data)
@@ -77,43 +99,51 @@ class Schedule:
         names = ("net", "deploy", "weights", "baseline_solver", "finetune_solver", "val_data", "stats_data")
         return {name: getattr(self, name) for name in names}
 
+    @property
+    def points(self) -> float:
+        """The metric's tolerance unit: accuracy's tolerance is in points (1/100)."""
+        return 100.0 if self.metric == ACCURACY else 1.0
+
 
 def _type_error(where: str, key: str, value: Any, wanted: str) -> BadInput:
     return BadInput(f"{where}: {key} must be {wanted}, not {value!r}")
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _whole(value: Any, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _per_layer(value: Any, least: int) -> bool:
+    return isinstance(value, dict) and all(_whole(v, least) for v in value.values())
+
+
+CHECKS = {
+    "layers": (lambda v: v == AUTO or (isinstance(v, list) and bool(v) and all(isinstance(x, str) for x in v)),
+               'a list of names, or "auto"'),
+    "criterion": (lambda v: v in UNIT, f"one of {', '.join(UNIT)}"),
+    "rule": (lambda v: v in RULES, f"one of {', '.join(RULES)}"),
+    "k": (_number, "a finite number"),
+    "ratio": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "count": (lambda v: _whole(v, 0), "a whole number >= 0"),
+    "min_keep": (lambda v: _per_layer(v, 1), "{layer = N} with N >= 1"),
+    "widths": (lambda v: _per_layer(v, 1), "{layer = N} with N >= 1"),
+    "round_to": (lambda v: _whole(v, 1), "a whole number >= 1"),
+    "finetune_iters": (lambda v: _whole(v, 0), "a whole number >= 0"),
+    "finetune_lr": (lambda v: _number(v) and v > 0, "a number > 0"),
+}  # fmt: skip
+
+
 def _check_value(where: str, key: str, value: Any) -> None:
     """The type and range of one [trim] (or [[iteration]]) value."""
-    number = (int, float)
-    checks: dict[str, tuple[bool, str]] = {
-        "layers": (
-            isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value),
-            "a list of names",
-        ),
-        "criterion": (isinstance(value, str), "a criterion name"),
-        "rule": (value in RULES, f"one of {', '.join(RULES)}"),
-        "k": (isinstance(value, number) and not isinstance(value, bool), "a number"),
-        "ratio": (isinstance(value, number) and not isinstance(value, bool) and 0 <= value < 1, "a number in [0, 1)"),
-        "count": (isinstance(value, int) and not isinstance(value, bool) and value >= 0, "a whole number >= 0"),
-        "min_keep": (isinstance(value, dict) and all(isinstance(v, int) for v in value.values()), "{layer = N}"),
-        "widths": (
-            isinstance(value, dict) and all(isinstance(v, int) and v > 0 for v in value.values()),
-            "{layer = N}",
-        ),
-        "finetune_iters": (
-            isinstance(value, int) and not isinstance(value, bool) and value >= 0,
-            "a whole number >= 0",
-        ),
-        "finetune_lr": (isinstance(value, number) and not isinstance(value, bool) and value > 0, "a number > 0"),
-    }
-    if key not in checks:
-        raise BadInput(f"{where}: unknown key {key!r} (known: {', '.join(checks)})")
-    ok, wanted = checks[key]
-    if not ok:
+    if key not in CHECKS:
+        raise BadInput(f"{where}: unknown key {key!r} (known: {', '.join(CHECKS)})")
+    ok, wanted = CHECKS[key]
+    if not ok(value):
         raise _type_error(where, key, value, wanted)
-    if key == "criterion":
-        if value not in UNIT:
-            raise BadInput(f"{where}: unknown criterion {value!r} for the loop (one of {', '.join(UNIT)})")
 
 
 def resolve(path: str, schedule_file: Path) -> Path:
@@ -130,26 +160,30 @@ def resolve(path: str, schedule_file: Path) -> Path:
 
 
 TOP_KEYS = {
-    "net": str,
-    "deploy": str,
-    "weights": str,
-    "baseline_solver": str,
-    "finetune_solver": str,
-    "out": str,
-    "iterations": int,
-    "tolerance": (int, float),
-    "stats_images": int,
-    "scratch": bool,
-    "scratch_iters": int,
-    "train_missing_weights": bool,
-    "allow_inexact": bool,
-    "fold_mean": bool,
-    "val_data": str,
-    "stats_data": str,
-    "curve_every": int,
-    "name": str,
+    "net": (lambda v: isinstance(v, str), "a path"),
+    "deploy": (lambda v: isinstance(v, str), "a path"),
+    "weights": (lambda v: isinstance(v, str), "a path"),
+    "baseline_solver": (lambda v: isinstance(v, str), "a path"),
+    "finetune_solver": (lambda v: isinstance(v, str), "a path"),
+    "out": (lambda v: isinstance(v, str), "a path"),
+    "iterations": (lambda v: _whole(v, 0), "a whole number >= 0"),
+    "tolerance": (_number, "a finite number"),
+    "metric": (lambda v: isinstance(v, str) and bool(v), "a blob name, or accuracy"),
+    "lower_is_better": (lambda v: isinstance(v, bool), "true or false"),
+    "auto_start": (lambda v: _whole(v, 1), "a whole number >= 1"),
+    "stats_images": (lambda v: _whole(v, 1), "a whole number >= 1"),
+    "scratch": (lambda v: isinstance(v, bool), "true or false"),
+    "scratch_iters": (lambda v: _whole(v, 1), "a whole number >= 1"),
+    "train_missing_weights": (lambda v: isinstance(v, bool), "true or false"),
+    "allow_inexact": (lambda v: isinstance(v, bool), "true or false"),
+    "fold_mean": (lambda v: isinstance(v, bool), "true or false"),
+    "val_data": (lambda v: isinstance(v, str), "a path"),
+    "stats_data": (lambda v: isinstance(v, str), "a path"),
+    "curve_every": (lambda v: _whole(v, 0), "a whole number >= 0"),
+    "name": (lambda v: isinstance(v, str), "a name"),
 }
 REQUIRED = ("net", "weights", "baseline_solver", "finetune_solver", "out", "iterations")
+RENAMED = {"stats_limit": "stats_images"}
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -163,32 +197,43 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def _check_top(path: Path, data: dict[str, Any]) -> None:
     for key, value in data.items():
-        wanted = TOP_KEYS.get(key)
-        if wanted is None:
+        if key in RENAMED:
+            raise BadInput(f"{path}: {key} is now called {RENAMED[key]}")
+        if key not in TOP_KEYS:
             raise BadInput(f"{path}: unknown key {key!r} (known: {', '.join(TOP_KEYS)}, [trim], [[iteration]])")
-        if (isinstance(value, bool) and wanted is not bool) or not isinstance(value, wanted):
-            raise _type_error(str(path), key, value, "a " + getattr(wanted, "__name__", "number"))
+        ok, wanted = TOP_KEYS[key]
+        if not ok(value):
+            raise _type_error(str(path), key, value, wanted)
     missing = [key for key in REQUIRED if key not in data]
     if missing:
         raise BadInput(f"{path}: missing keys: {', '.join(missing)}")
-    if data["iterations"] < 0:
-        raise BadInput(f"{path}: iterations must be >= 0")
 
 
-def _iterations(path: Path, entries: Any) -> dict[int, dict[str, Any]]:
-    """[[iteration]] tables: `number` and the [trim] keys they override."""
+def _iterations(path: Path, entries: Any, count: int) -> dict[int, dict[str, Any]]:
+    """[[iteration]] tables: `number` (1 .. iterations) and the [trim] keys they override."""
     if not isinstance(entries, list):
         raise BadInput(f"{path}: iteration must be an array of tables ([[iteration]])")
     result = {}
     for table in entries:
         entry = dict(table)
         number = entry.pop("number", None)
-        if not isinstance(number, int) or number < 1:
+        if not _whole(number, 1):
             raise BadInput(f"{path}: every [[iteration]] needs number = N (N >= 1), not {number!r}")
+        if number > count:
+            raise BadInput(f"{path}: [[iteration]] number {number} is beyond iterations = {count}")
         for key, value in entry.items():
             _check_value(f"{path} [[iteration]] {number}", key, value)
         result[number] = entry
     return result
+
+
+def _check_plan(where: str, plan: LayerPlan) -> None:
+    """A rule that needs more than its keys give is refused (a width plan without widths)."""
+    if plan.rule == "keep":
+        listed = [] if plan.layers == AUTO else plan.layers
+        lacking = [name for name in listed if name not in plan.widths] if listed else ["every layer"]
+        if plan.layers == AUTO or lacking:
+            raise BadInput(f'{where}: rule = "keep" is a width plan: widths must give {", ".join(lacking)}')
 
 
 def load_schedule(path: str | Path, **overrides: Any) -> Schedule:
@@ -196,32 +241,43 @@ def load_schedule(path: str | Path, **overrides: Any) -> Schedule:
     path = Path(path)
     data = _read_toml(path)
     trim = data.pop("trim", {})
-    per_iteration = _iterations(path, data.pop("iteration", []))
+    raw_iterations = data.pop("iteration", [])
     for key, value in overrides.items():
         if value is not None:
             (trim if key in LayerPlan.__dataclass_fields__ else data)[key] = value
     _check_top(path, data)
+    per_iteration = _iterations(path, raw_iterations, data["iterations"])
     if "layers" not in trim:
         raise BadInput(f"{path}: missing keys: trim.layers")
     for key, value in trim.items():
         _check_value(f"{path} [trim]", key, value)
+    schedule = build(path, data, LayerPlan(**trim), per_iteration)
+    for number in range(1, schedule.iterations + 1):
+        _check_plan(f"{path} (iteration {number})", schedule.plan_for(number))
+    return schedule
+
+
+def build(path: Path, data: dict[str, Any], plan: LayerPlan, per_iteration: dict[int, dict[str, Any]]) -> Schedule:
+    """The Schedule of checked values (paths resolved from the schedule's folder)."""
     paths = {key: resolve(data[key], path) for key in ("net", "weights", "baseline_solver", "finetune_solver")}
-    return Schedule(
-        **paths,
-        deploy=resolve(data["deploy"], path) if data.get("deploy") else None,
-        out=Path(data["out"]),
-        iterations=data["iterations"],
-        plan=LayerPlan(**trim),
-        overrides=per_iteration,
-        tolerance=float(data.get("tolerance", 0.2)),
-        stats_images=data.get("stats_images"),
-        scratch=data.get("scratch", True),
-        scratch_iters=data.get("scratch_iters"),
-        train_missing_weights=data.get("train_missing_weights", False),
-        allow_inexact=data.get("allow_inexact", False),
-        fold_mean=data.get("fold_mean", False),
-        val_data=resolve(data["val_data"], path) if data.get("val_data") else None,
-        stats_data=resolve(data["stats_data"], path) if data.get("stats_data") else None,
-        curve_every=data.get("curve_every", 0),
-        name=data.get("name", path.stem),
-    )
+    optional = {key: resolve(data[key], path) if data.get(key) else None
+                for key in ("deploy", "val_data", "stats_data")}  # fmt: skip
+    plain = ("tolerance", "metric", "lower_is_better", "auto_start", "stats_images", "scratch", "scratch_iters",
+             "train_missing_weights", "allow_inexact", "fold_mean", "curve_every")  # fmt: skip
+    given = {key: data[key] for key in plain if key in data}
+    given["tolerance"] = float(given.get("tolerance", 0.2))
+    return Schedule(**paths, **optional, out=Path(data["out"]), iterations=data["iterations"], plan=plan,
+                    overrides=per_iteration, name=data.get("name", path.stem), **given)  # fmt: skip
+
+
+def validate(schedule: Schedule) -> None:
+    """What the schedule names exists in its net: every layer of [trim] and [[iteration]]
+    (layers, min_keep, widths) belongs to a trimmable channel group, and the metric is the
+    net's accuracy or one of its TEST-phase blobs."""
+    net_param, graph = net_graph(schedule.net, allow_inexact=schedule.allow_inexact)
+    plans = [schedule.plan] + [schedule.plan_for(n) for n in schedule.overrides]
+    for plan in plans:
+        for name in plan.named_layers():
+            group_of(graph, name)  # raises, naming the layer and why
+    label = data_source(read_net(schedule.net)).label_blob
+    check_metric(net_param, schedule.metric, find_scores(net_param, label))

@@ -24,12 +24,13 @@ STATE_VERSION = 2
 # Raise a step's number when a change to pytrim changes what that step produces.
 STEP_VERSIONS = {
     "train": 1,
-    "evaluate": 2,
+    "evaluate": 3,
     "collect": 2,
     "select": 2,
     "cut": 2,
     "verify": 2,
     "retrain": 1,
+    "speed": 1,
 }
 _digests: dict[tuple[str, int, int], str] = {}
 
@@ -99,6 +100,21 @@ class RunState:
             self.data["iterations"].append({"iteration": len(self.data["iterations"]) + 1})
         return self.data["iterations"][number - 1]
 
+    def reuse(self, record: dict[str, Any], name: str, key: str, outputs: list[Path] = (), label: str = "") -> Any:
+        """The recorded result of step `name` when its key matches and its outputs exist, else
+        None (saying so when an earlier result is outdated)."""
+        entry = record.get("steps", {}).get(name)
+        if entry and entry["key"] == key and all(Path(p).exists() for p in outputs):
+            return entry["result"]
+        if entry:
+            self.log(f"{label or name}: its inputs or settings changed since the last run; computing it again")
+        return None
+
+    def keep(self, record: dict[str, Any], name: str, key: str, result: dict[str, Any], seconds: float) -> None:
+        """Record a finished step (the state is saved after every step)."""
+        record.setdefault("steps", {})[name] = {"key": key, "result": result, "seconds": round(seconds, 2)}
+        self.save()
+
     def step(
         self,
         record: dict[str, Any],
@@ -108,16 +124,12 @@ class RunState:
         outputs: list[Path] = (),  # type: ignore[assignment]
         label: str = "",
     ) -> dict[str, Any]:
-        """The result of step `name`: reused when its key matches and its outputs exist,
-        else computed by `run()` and recorded (the state is saved after every step)."""
-        entry = record.get("steps", {}).get(name)
-        if entry and entry["key"] == key and all(Path(p).exists() for p in outputs):
-            return entry["result"]
-        if entry:
-            self.log(f"{label or name}: its inputs or settings changed since the last run; computing it again")
+        """The result of step `name`: reused when its key matches and its outputs exist, else
+        computed by `run()` and recorded."""
+        found = self.reuse(record, name, key, outputs, label)
+        if found is not None:
+            return found
         start = time.monotonic()
         result = run()
-        seconds = round(time.monotonic() - start, 2)
-        record.setdefault("steps", {})[name] = {"key": key, "result": result, "seconds": seconds}
-        self.save()
+        self.keep(record, name, key, result, time.monotonic() - start)
         return result

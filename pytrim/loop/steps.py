@@ -1,127 +1,39 @@
 """The steps of a trimming run, each a small function over the run's keyed state.
 
-Each step (baseline, collect, select, cut, verify, evaluate, retrain, the final and
-from-scratch statistics) records its result under a key of its inputs' contents, data,
-settings and version (pytrim.loop.state): a rerun reuses it only when the key is unchanged.
-Steps that run Caffe run in child processes (pytrim.core.runner): an abort becomes an error
-naming the step and its log, and nothing finished is lost. pytrim.loop.driver strings them together.
+Each step (baseline, collect, select, cut, verify, retrain, the final and from-scratch
+statistics; evaluation and decisions are pytrim.loop.evaluation) records its result under a
+key of its inputs' contents, data, settings and version (pytrim.loop.state): a rerun reuses
+it only when the key is unchanged. Steps that run Caffe run in child processes
+(pytrim.loop.run): an abort becomes an error naming the step and its log, and nothing
+finished is lost. pytrim.loop.driver strings them together.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pytrim.caffeio.caffemodel import count_params
-from pytrim.caffeio.proto import read_net, read_solver, with_test_data
+from pytrim.caffeio.proto import read_net, read_solver
 from pytrim.core.errors import StepFailed, TrainingDiverged
 from pytrim.core.files import write_json
-from pytrim.core.runner import run_step
 from pytrim.feeds.source import data_source
-from pytrim.graph.queries import widths_text
-from pytrim.loop.schedule import LayerPlan, Schedule
-from pytrim.loop.state import RunState, step_key
+from pytrim.graph.build import net_graph
+from pytrim.graph.queries import neighbours, widths_text
+from pytrim.loop import plan as auto
+from pytrim.loop.evaluation import measure
+from pytrim.loop.run import Iteration, Nets, Run
+from pytrim.loop.schedule import AUTO
 from pytrim.retrain.solver import init_weights, train
 from pytrim.stats.statsfile import load_stats
 from pytrim.surgery.choose import choose, load_selection
 from pytrim.surgery.cut import cut
 
 VERIFY_TOL = 1e-5
-
-
-@dataclass
-class Nets:
-    """A net as files: train_val prototxt, deploy prototxt (optional), caffemodel."""
-
-    net: Path
-    deploy: Path | None
-    weights: Path
-
-
-@dataclass
-class Iteration:
-    """One trimming iteration: what it trims, how, and where its files go."""
-
-    number: int
-    plan: LayerPlan
-    source: Nets
-    folder: Path
-    record: dict[str, Any]
-
-    @property
-    def trimmed(self) -> Nets:
-        deploy = self.folder / "deploy.prototxt" if self.source.deploy else None
-        return Nets(self.folder / "train_val.prototxt", deploy, self.folder / "trimmed.caffemodel")
-
-    @property
-    def retrained(self) -> Path:
-        return self.folder / "retrained.caffemodel"
-
-
-class Run:
-    """A schedule being run: its state, its log and how its steps are keyed and launched."""
-
-    def __init__(self, schedule: Schedule, progress: bool = True, log: Callable[[str], None] = print,
-                 sharding: list[str] | None = None) -> None:  # fmt: skip
-        self.s, self.progress, self.log = schedule, progress, log
-        self.sharding = sharding or []  # --workers/--ray-address for the passes over images (not in keys)
-        self.state = RunState(schedule.out, log)
-
-    def step(
-        self,
-        record: dict[str, Any],
-        name: str,
-        settings: dict[str, Any],
-        inputs: dict[str, Path | None],
-        run: Callable[[], dict[str, Any]],
-        outputs: list[Path] = (),  # type: ignore[assignment]
-        label: str = "",
-    ) -> dict[str, Any]:
-        kind = name.split(":")[0]
-        return self.state.step(record, name, step_key(kind, settings, inputs), run, outputs, label or name)
-
-    def child(self, command: str, args: list[str], log: Path, what: str) -> dict[str, Any]:
-        sharding = self.sharding if command in ("collect", "evaluate", "score") else []
-        return run_step(command, [*args, *sharding, "--quiet"], log, what).result
-
-    def on(self, net: Path, source: Path | None, kind: str) -> Path:
-        """`net` reading `source` as its TEST data (the validation split, the statistics data),
-        or `net` itself when there is no such source. Written inside the run's folder."""
-        if source is None:
-            return net
-        inside = net.resolve().is_relative_to(self.s.out.resolve())
-        folder = net.parent if inside else self.s.out / "nets"  # never beside the user's prototxt
-        folder.mkdir(parents=True, exist_ok=True)
-        return with_test_data(net, source, folder / f"{net.stem}.{kind}.prototxt")
-
-
-def evaluate_step(run: Run, record: dict[str, Any], name: str, net: Path, weights: Path, logs: Path) -> dict:
-    """Top-1/top-5 of `weights` on the TEST data of `net` (a child process)."""
-    args = ["--net", str(net), "--weights", str(weights)]
-    return run.step(
-        record,
-        f"evaluate:{name}",
-        {},
-        {"net": net, "weights": weights},
-        lambda: run.child("evaluate", args, logs / f"evaluate-{name}.log", f"evaluate {weights}"),
-        label=f"evaluate {weights}",
-    )
-
-
-def accuracy_step(run: Run, record: dict[str, Any], name: str, net: Path, weights: Path, logs: Path) -> dict:
-    """Top-1/top-5 on the test data (what is reported) and, with a validation split, on it
-    (what decides); each with its standard error."""
-    test = evaluate_step(run, record, name, net, weights, logs)
-    val = None
-    if run.s.val_data is not None:
-        val = evaluate_step(run, record, f"{name}@val", run.on(net, run.s.val_data, "val"), weights, logs)
-    return {"test": test, "val": val, "decide": val or test}
 
 
 def train_step(
@@ -156,29 +68,6 @@ def train_step(
     raise StepFailed(f"training {out} diverged three times (log in {out.with_suffix('.train')})")
 
 
-def baseline(run: Run) -> dict[str, Any]:
-    """The baseline's weights (trained if the schedule allows it), size and accuracy."""
-    s, record = run.s, run.state.data["baseline"]
-    if not s.weights.is_file():
-        run.log(f"baseline: {s.weights} missing, training it with {s.baseline_solver}")
-        run.step(
-            record,
-            "train",
-            {},
-            {"solver": s.baseline_solver, "net": s.net},
-            lambda: train_step(run, s.baseline_solver, s.net, s.weights, None, None),
-            [s.weights],
-        )
-    accuracy = accuracy_step(run, record, "baseline", s.net, s.weights, s.out / "logs")
-    test = accuracy["test"]
-    record.update(widths=widths_text(s.net), params=count_params(s.weights), top1=test["top1"], top5=test["top5"])
-    record.update(images=test["images"], top1_stderr=test["top1_stderr"], decide=accuracy["decide"])
-    record.update(val_top1=accuracy["val"]["top1"] if accuracy["val"] else None)
-    run.state.save()
-    run.log(f"baseline: {record['widths']}, {record['params']:,} parameters, top-1 {record['top1']:.2%}")
-    return record
-
-
 def collect_step(run: Run, it: Iteration) -> dict[str, Any]:
     """APoZ statistics of every trimmable layer of the iteration's input net."""
     extra = ["--plots", str(it.folder)] + (["--keep-means"] if run.s.fold_mean else [])
@@ -204,48 +93,6 @@ def collect(run: Run, record: dict, nets: Nets, folder: Path, label: str, extra:
 def mean_apoz(collected: dict[str, Any]) -> dict[str, float]:
     """Each layer's mean APoZ from a collect step's result."""
     return {name: v["mean"] for name, v in collected["layers"].items()}
-
-
-def scores(run: Run, it: Iteration) -> dict[str, np.ndarray]:
-    """Per-neuron prunability of the plan's criterion: APoZ from the statistics, or another
-    unit criterion scored in a child process (tools/score.py)."""
-    if it.plan.criterion == "apoz":
-        stats = load_stats(it.folder / "stats.h5")
-        return {name: stats.find(name).apoz for name in it.plan.layers}
-    out = it.folder / "scores.npz"
-    net = run.on(it.source.net, run.s.stats_data, "stats")
-    args = ["--net", str(net), "--weights", str(it.source.weights), "--criterion", it.plan.criterion]
-    args += ["--layers", ",".join(it.plan.layers), "--out", str(out)]
-    args += ["--images", str(run.s.stats_images)] if run.s.stats_images else []
-    run.child("score", args, it.folder / "logs/score.log", f"score with {it.plan.criterion} (iteration {it.number})")
-    with np.load(out) as stored:
-        return {name: stored[name] for name in stored.files}
-
-
-def select_step(run: Run, it: Iteration) -> dict[str, Any]:
-    """The neurons to remove per layer (selection.json), by the plan's criterion and rule."""
-
-    def select() -> dict[str, Any]:
-        scored = scores(run, it)
-        stats = load_stats(it.folder / "stats.h5")
-        chosen = [
-            choose(layer, scored[layer], it.plan.rule_for(layer), stats.find(layer).blocks).to_json()
-            for layer in it.plan.layers
-        ]
-        sha = stats.weights_sha256
-        write_json(it.folder / "selection.json", {"weights_sha256": sha, "layers": chosen})
-        return {c["layer"]: {"width": c["width"], "kept": c["kept"]} for c in chosen}
-
-    src = it.source
-    return run.step(
-        it.record,
-        "select",
-        {"plan": it.plan.settings(), "limit": run.s.stats_images},
-        {"stats": it.folder / "stats.h5", "net": src.net, "weights": src.weights},
-        select,
-        [it.folder / "selection.json"],
-        f"select (iteration {it.number})",
-    )
 
 
 def cut_step(run: Run, it: Iteration) -> dict[str, Any]:
@@ -332,26 +179,93 @@ def stats_step(run: Run, record: dict[str, Any], nets: Nets, folder: Path, label
     return collect(run, record, nets, folder, label, [], {})
 
 
+def baseline(run: Run) -> dict[str, Any]:
+    """The baseline's weights (trained if the schedule allows it), size and metric."""
+    s, record = run.s, run.state.data["baseline"]
+    if not s.weights.is_file():
+        run.log(f"baseline: {s.weights} missing, training it with {s.baseline_solver}")
+        run.step(record, "train", {}, {"solver": s.baseline_solver, "net": s.net},
+                 lambda: train_step(run, s.baseline_solver, s.net, s.weights, None, None), [s.weights])  # fmt: skip
+    measured = measure(run, record, "baseline", s.net, s.weights, s.out / "logs")
+    test = measured["test"]
+    record.update(widths=widths_text(s.net), params=count_params(s.weights), top1=test["top1"], top5=test["top5"])
+    record.update(images=test["images"], top1_stderr=test["top1_stderr"], decide=measured["decide"])
+    record.update(value=test["value"], stderr=test["stderr"], val_top1=(measured["val"] or {}).get("top1"))
+    record.update(val_value=(measured["val"] or {}).get("value"), machine=machine(test))
+    run.state.save()
+    shown = f"top-1 {record['top1']:.2%}" if record["top1"] is not None else f"{s.metric} {record['value']:.4g}"
+    run.log(f"baseline: {record['widths']}, {record['params']:,} parameters, {shown}")
+    return record
+
+
+def machine(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """What the children computed with (recorded in the report): CPU, BLAS kernels, threads."""
+    return {key: evaluation.get(key) for key in ("cpu", "cores", "blas_core", "blas_threads")}
+
+
+def scores(run: Run, it: Iteration, layers: list[str]) -> dict[str, np.ndarray]:
+    """Per-neuron prunability of the plan's criterion: APoZ from the statistics, or another
+    unit criterion scored in a child process (`pytrim score`)."""
+    if it.plan.criterion == "apoz":
+        stats = load_stats(it.folder / "stats.h5")
+        return {name: stats.find(name).apoz for name in layers}
+    out = it.folder / "scores.npz"
+    net = run.on(it.source.net, run.s.stats_data, "stats")
+    args = ["--net", str(net), "--weights", str(it.source.weights), "--criterion", it.plan.criterion]
+    args += ["--layers", ",".join(layers), "--out", str(out)]
+    args += ["--images", str(run.s.stats_images)] if run.s.stats_images else []
+    run.child("score", args, it.folder / "logs/score.log", f"score with {it.plan.criterion} (iteration {it.number})")
+    with np.load(out) as stored:
+        return {name: stored[name] for name in stored.files}
+
+
+def offered(run: Run, it: Iteration, collected: dict[str, Any]) -> dict[str, str]:
+    """The layers the iteration's rule is applied to, with why: the plan's list, or the
+    automated plan's choice (pytrim.loop.plan)."""
+    if it.plan.layers != AUTO:
+        return {name: "listed in the schedule" for name in it.plan.layers}
+    touching = neighbours(net_graph(it.source.net, allow_inexact=run.s.allow_inexact)[1])
+    previous = run.state.data["iterations"][: it.number - 1]
+    return auto.candidates(it.number, previous, mean_apoz(collected), touching, run.s.auto_start)
+
+
+def select_step(run: Run, it: Iteration, collected: dict[str, Any]) -> dict[str, Any]:
+    """The neurons to remove per layer (selection.json), by the plan's criterion and rule;
+    with the automated plan, the groups whose rule selects nothing drop out."""
+    candidates = offered(run, it, collected)
+
+    def select() -> dict[str, Any]:
+        scored, stats = scores(run, it, list(candidates)), load_stats(it.folder / "stats.h5")
+        chosen = {name: choose(name, scored[name], it.plan.rule_for(name), stats.find(name).blocks).to_json()
+                  for name in candidates}  # fmt: skip
+        sizes = {name: {"width": c["width"], "kept": c["kept"]} for name, c in chosen.items()}
+        plan = auto.split(candidates, sizes)
+        entries = [chosen[name] for name in plan["trimmed"]] if it.plan.layers == AUTO else list(chosen.values())
+        write_json(it.folder / "selection.json", {"weights_sha256": stats.weights_sha256, "layers": entries})
+        return {"layers": sizes, "plan": plan}
+
+    src = it.source
+    settings = {"plan": it.plan.settings(), "limit": run.s.stats_images, "offered": candidates}
+    inputs = {"stats": it.folder / "stats.h5", "net": src.net, "weights": src.weights}
+    outputs, label = [it.folder / "selection.json"], f"select (iteration {it.number})"
+    return run.step(it.record, "select", settings, inputs, select, outputs, label)
+
+
 def scratch(run: Run, net: Path) -> dict[str, Any]:
     """The ablation: the final widths trained from scratch with the baseline's recipe, and
     their APoZ."""
     s, record = run.s, run.state.data["scratch"]
     out = s.out / "scratch" / "scratch.caffemodel"
     iters = s.scratch_iters or read_solver(s.baseline_solver).max_iter
-    run.step(
-        record,
-        "train",
-        {"iters": iters},
-        {"solver": s.baseline_solver, "net": net},
-        lambda: train_step(run, s.baseline_solver, net, out, None, iters),
-        [out],
-        "from-scratch training",
-    )
-    accuracy = accuracy_step(run, record, "scratch", net, out, s.out / "scratch")
+    inputs = {"solver": s.baseline_solver, "net": net}
+    work = lambda: train_step(run, s.baseline_solver, net, out, None, iters)  # noqa: E731
+    run.step(record, "train", {"iters": iters}, inputs, work, [out], "from-scratch training")
+    measured = measure(run, record, "scratch", net, out, s.out / "scratch")
     collected = stats_step(run, record, Nets(net, None, out), s.out / "scratch", "from scratch")
     record.update(net=str(net), widths=widths_text(net), params=count_params(out), iterations=iters)
-    record.update(top1=accuracy["test"]["top1"], top1_stderr=accuracy["test"]["top1_stderr"])
+    test = measured["test"]
+    record.update(top1=test["top1"], top1_stderr=test["top1_stderr"], value=test["value"], stderr=test["stderr"])
     record["mean_apoz"] = mean_apoz(collected)
     run.state.save()
-    run.log(f"from scratch: {record['widths']}, top-1 {record['top1']:.2%} after {iters} iterations")
+    run.log(f"from scratch: {record['widths']}, {s.metric} {record['value']:.4g} after {iters} iterations")
     return record

@@ -3,7 +3,9 @@
 Caffe ends the whole process on a failed CHECK and has crashed outright on runs that
 diverged to NaN, so the solver runs as `caffe train` through pytrim.core.runner: its log is
 kept, a crash becomes a `CaffeCrashed` error naming the log, and a NaN or infinite loss
-stops the child before Caffe does (`TrainingDiverged`). Fine-tuning always starts from a
+stops the child before Caffe does (`TrainingDiverged`). The child runs with one BLAS thread
+and pinned kernels (pytrim.caffeio.env.blas_env): a second thread gains nothing here, and the
+same kernels give the same weights on other machines. Fine-tuning always starts from a
 caffemodel (`--weights`), never from a solverstate, whose history blobs may have other
 shapes. Solver files are rewritten by pytrim.caffeio.proto.write_solver.
 """
@@ -19,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytrim.caffeio.env import caffe_child_env, caffe_tool, gpu_flag
+from pytrim.caffeio.caffemodel import Caffemodel
+from pytrim.caffeio.env import blas_env, caffe_child_env, caffe_tool, gpu_flag
 from pytrim.caffeio.proto import read_solver, write_solver
 from pytrim.core.errors import BadInput, CaffeCrashed, TrainingDiverged
 from pytrim.core.files import move, together
@@ -109,13 +112,23 @@ def train(
     start = time.monotonic()
     try:
         run_child(
-            args, workdir / "train.log", "caffe train", on_line=watcher, env=caffe_child_env(), error=CaffeCrashed
+            args,
+            workdir / "train.log",
+            "caffe train",
+            on_line=watcher,
+            env=caffe_child_env() | blas_env(1),
+            error=CaffeCrashed,
         )
     finally:
         watcher.bar.close()
     snapshot = workdir / f"snapshot_iter_{solver.max_iter}.caffemodel"
     if not snapshot.is_file():
         raise CaffeCrashed(f"caffe train ended without writing {snapshot}; log: {workdir / 'train.log'}")
+    try:
+        Caffemodel(snapshot).close()  # a full disk leaves a truncated snapshot: never moved into place
+    except BadInput as exc:
+        snapshot.unlink(missing_ok=True)
+        raise CaffeCrashed(f"caffe train wrote a damaged snapshot ({exc}); is {workdir} out of space?") from None
     move(snapshot, out_caffemodel)
     seconds = time.monotonic() - start
     return TrainResult(out_caffemodel, solver.max_iter, watcher.loss, seconds, workdir / "train.log", watcher.tests)

@@ -1,0 +1,40 @@
+"""The paper's plan, automated (`layers = "auto"`): Network Trimming starts with the layers of
+highest mean APoZ and then trims their neighbours too. On the channel-dependency graph: the
+first iteration trims the `auto_start` trimmable groups of highest mean APoZ; each later
+iteration trims the groups the iteration before trimmed and the groups adjacent to them in
+the graph (pytrim.graph.queries.neighbours); a group whose rule selects nothing drops out for
+good. Every choice is recorded with its reason (mean APoZ, rank, adjacency) for the report.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def candidates(number: int, previous: list[dict[str, Any]], mean_apoz: dict[str, float],
+               touching: dict[str, set[str]], start: int) -> dict[str, str]:  # fmt: skip
+    """The groups iteration `number` offers to the rule, each with why (group -> reason)."""
+    ranked = sorted((name for name in touching if name in mean_apoz), key=lambda n: -mean_apoz[n])
+    rank = {name: i + 1 for i, name in enumerate(ranked)}
+
+    def apoz(name: str) -> str:
+        return f"mean APoZ {mean_apoz[name]:.1%} (rank {rank[name]} of {len(ranked)})"
+
+    trimmed = (previous[-1].get("plan") or {}).get("trimmed", []) if previous else []
+    dropped = {name for record in previous for name in (record.get("plan") or {}).get("dropped", {})}
+    if not trimmed:
+        return {name: f"highest {apoz(name)}" for name in ranked[:start] if name not in dropped}
+    found = {name: f"trimmed in iteration {number - 1}, {apoz(name)}" for name in trimmed if name not in dropped}
+    for name in trimmed:
+        for other in sorted(touching.get(name, ())):
+            if other not in found and other not in dropped and other in rank:
+                found[other] = f"adjacent to {name} (trimmed in iteration {number - 1}), {apoz(other)}"
+    return dict(sorted(found.items(), key=lambda item: rank[item[0]]))
+
+
+def split(offered: dict[str, str], chosen: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The iteration's plan record: the groups trimmed (with why) and those whose rule selected
+    nothing (dropped for good)."""
+    trimmed = [name for name in offered if chosen[name]["kept"] < chosen[name]["width"]]
+    dropped = {name: "the rule selects nothing" for name in offered if name not in trimmed}
+    return {"trimmed": trimmed, "why": {name: offered[name] for name in trimmed}, "dropped": dropped}
