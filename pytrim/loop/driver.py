@@ -127,7 +127,7 @@ def iterate(run: Run, base: dict[str, Any]) -> Nets:
         judge(run, base, record)
         run.state.save()
         verdict = "accepted" if record["accepted"] else "not accepted (beyond the tolerance)"
-        run.log(f"  {verdict}: {record['loss']:+.3g} ± {record['loss_stderr']:.3g} against the baseline")
+        run.log(f"  {verdict}: {record['loss']:+.3g} ± {record['loss_stderr']:.3g} from the baseline (paired)")
         if record["stopped"]:
             run.log(f"stop: {record['stopped']}; the result is iteration {accepted}")
             break
