@@ -322,7 +322,7 @@ def test_schedule_errors_are_one_line_and_come_before_any_work(problem: Path) ->
     assert_one_line_error(trim(problem, schedule="bad.toml"), "missing keys")
     assert_one_line_error(trim(problem, schedule="nothing.toml"), "schedule file not found")
     cases = {
-        "k = 1.0": ('k = "one"', "k must be a number"),
+        "k = 1.0": ('k = "one"', "k must be a finite number"),
         "ratio = 0.25": ("ratio = 1.5", "ratio must be a number in [0, 1)"),
         "iterations = 2": ("iterations = 2\ncolour = 3", "unknown key 'colour'"),
         'rule = "ratio"': ('rule = "fancy"', "rule must be one of"),
@@ -399,6 +399,12 @@ def test_fold_mean_reports_top1_with_and_without_folding(problem: Path) -> None:
     assert (problem / "run/iter-01/nofold/trimmed.caffemodel").is_file()
 
 
+def rep_scores(problem: Path, name: str, iteration: int = 0) -> Path:
+    """The per-image values an evaluation step kept (logs/scores-<name>.npz)."""
+    folder = problem / "run" / (f"iter-{iteration:02d}" if iteration else "") / "logs"
+    return folder / f"scores-{name.replace('@', '-')}.npz"
+
+
 def test_decisions_use_the_validation_split_and_the_paper_figures_are_written(problem: Path) -> None:
     write_net(problem / "s.toml", (problem / "schedule.toml").read_text().replace("scratch = false", "scratch = true"))
     result = trim(problem, schedule="s.toml")
@@ -414,8 +420,16 @@ def test_decisions_use_the_validation_split_and_the_paper_figures_are_written(pr
     text = (problem / "run/report.md").read_text()
     assert "validation split" in text and "Final net" in text and "standard error" in text
     first = rep["iterations"][0]
-    assert f"| {first['kept']} | {first['top1']:.2%} ± " in text
-    assert f" | {first['val_top1_' + first['kept']]:.2%} |" in text.split("| Trim-1 |")[1].split("\n")[0]
+    row = text.split("| Trim-1 |")[1].split("\n")[0]
+    difference = f"{100 * first['difference']:+.2f} ± {100 * first['difference_stderr']:.2f}"
+    assert f"| {first['kept']} | {first['top1']:.2%} | {difference} | {'yes' if first['accepted'] else 'no'} |" in row
+    # The paired difference is the mean of the per-image differences on the validation split.
+    base = np.load(rep_scores(problem, "baseline@val"))["values"]
+    kept = np.load(rep_scores(problem, f"{first['kept']}@val", 1))["values"]
+    assert first["difference"] == pytest.approx((kept - base).mean())
+    assert first["difference_stderr"] == pytest.approx((kept - base).std(ddof=1) / np.sqrt(base.size))
+    cost = first["cost"]
+    assert cost["macs_ratio"] > 1 and cost["params_ratio"] > 1 and cost["speedup_batch1"] > 0
     for figure in ("accuracy_vs_retraining.png", "apoz_histograms.png"):
         assert (problem / "run" / figure).stat().st_size > 5000
     state = json.loads((problem / "run/state.json").read_text())

@@ -20,7 +20,9 @@ from pytrim.criteria.scores import UNIT
 from pytrim.loop.driver import prepare, run_schedule
 from pytrim.loop.report import markdown, write
 from pytrim.loop.schedule import Schedule, load_schedule
+from pytrim.scale.cluster import shared_local
 
+OUTPUTS = {"out": "place"}  # the run folder is `outputs` (the schedule's, or --out)
 RESUMABLE = True
 
 
@@ -84,9 +86,10 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
     schedule = schedule_of(args)
     if args.restart:
         clear_run_folder(schedule.out)
-    sharding = [f"--workers={args.workers}"] if args.workers else []
-    sharding += [f"--ray-address={args.ray_address}"] if args.ray_address else []
-    state = run_schedule(schedule, progress=not args.quiet, sharding=sharding)
+    with shared_local(args.workers if not args.ray_address else None) as local:
+        address = args.ray_address or local
+        sharding = [f"--ray-address={address}"] if address else []
+        state = run_schedule(schedule, progress=not args.quiet, sharding=sharding)
     title = f"Network Trimming: {schedule.name}"
     report = write(state, schedule, title)
     print()

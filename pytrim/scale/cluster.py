@@ -117,6 +117,18 @@ def session(workers: int | None, address: str | None) -> Iterator[Session]:
 
 
 @contextlib.contextmanager
+def shared_local(workers: int | None) -> Iterator[str | None]:
+    """One local Ray with `workers` slots for a whole run, its address for the run's child
+    processes to join (--ray-address) instead of each starting a Ray of its own; None
+    without workers."""
+    if not workers:
+        yield None
+        return
+    with session(workers, None) as s:
+        yield s.ray.get_runtime_context().gcs_address
+
+
+@contextlib.contextmanager
 def single_threaded() -> Iterator[None]:
     """SINGLE_THREAD in this process's environment while Ray starts, then as it was."""
     saved = {key: os.environ.get(key) for key in SINGLE_THREAD}
