@@ -8,7 +8,7 @@ CUDA_ARCH ?= 90
 DATASET ?= fashion-mnist
 CAFFE_FLAGS := $(if $(filter 1,$(CUDA)),--cuda --cuda-arch "$(CUDA_ARCH)",)
 
-.PHONY: help venv caffe caffe-deps caffe-cpp-tests fresh-check lenet-data lenet-baseline lenet-trim vgg16-trim vgg16-synthetic synthetic coverage lenet-compare lenet-relief bench bench-scale test lint clean
+.PHONY: help venv caffe caffe-deps caffe-cpp-tests fresh-check lenet-data lenet-baseline lenet-trim resnet-trim mobilenet-trim squeezenet-trim bench-speed vgg16-trim vgg16-synthetic synthetic coverage lenet-compare lenet-relief bench bench-scale test lint clean
 
 help:
 	@echo "make caffe            build Caffe from source (cached) and expose it in $(VENV)"
@@ -16,6 +16,9 @@ help:
 	@echo "make lenet-data       LeNet data as LMDB (DATASET=fashion-mnist|mnist)"
 	@echo "make lenet-baseline   train LeNet, write models/lenet/lenet.caffemodel, print top-1"
 	@echo "make lenet-trim       Network Trimming on LeNet: runs/lenet-trim/report.md (TRIM_ARGS=...)"
+	@echo "make resnet-trim      the loop on a ResNet (BatchNorm, Eltwise) on Fashion-MNIST: runs/resnet-trim/"
+	@echo "make mobilenet-trim   the loop on a MobileNet v2-style net (depthwise, linear bottlenecks)"
+	@echo "make squeezenet-trim  the loop on a SqueezeNet-style net (fire modules joined by Concat)"
 	@echo "make vgg16-trim VGG16_WEIGHTS=... IMAGENET_VAL=... IMAGENET_TRAIN=...   the paper's VGG-16 run"
 	@echo "make vgg16-synthetic  the VGG-16 machinery on filler weights and generated images"
 	@echo "make synthetic NET=…  any net end to end on filler weights (report in runs/synthetic/)"
@@ -23,9 +26,10 @@ help:
 	@echo "make lenet-compare    pruning criteria compared on LeNet-5 and LeNet-300-100 (COMPARE_ARGS=...)"
 	@echo "make lenet-relief     NN Relief iterated as its authors run it (RELIEF_ARGS=...)"
 	@echo "make bench            APoZ collection overhead vs a bare forward pass"
+	@echo "make bench-speed      forward time against MACs of cut model-zoo nets (runs/bench/speed.json)"
 	@echo "make bench-scale      statistics and a criteria sweep on 1 and 2 Ray workers (runs/bench/scale.json)"
 	@echo "make test             run the test suite"
-	@echo "make lint             ruff"
+	@echo "make lint             ruff, and import-linter's layer contracts (pyproject.toml)"
 
 venv: $(VENV)/.installed
 
@@ -75,6 +79,12 @@ lenet-trim: lenet-data
 	@$(MAKE) --no-print-directory $(LENET_MODEL)
 	$(PY) tools/trim.py --schedule prototxt/lenet/trim.toml $(if $(WEIGHTS),--weights $(WEIGHTS)) $(TRIM_ARGS)
 
+# Beyond LeNet chains, on Fashion-MNIST: a ResNet, a MobileNet v2-style net and a SqueezeNet-style
+# net (pytrim/caffeio/benchnets.py), each trained when its caffemodel is missing (the schedule's
+# train_missing_weights), then trimmed with the automated plan (layers = "auto").
+resnet-trim mobilenet-trim squeezenet-trim: %-trim: lenet-data
+	$(PY) tools/trim.py --schedule prototxt/$*_fm/trim.toml $(TRIM_ARGS)
+
 # The paper's VGG-16 experiment. Without the weights or the data it says what is missing.
 VGG16_FLAGS := $(if $(VGG16_WEIGHTS),--weights $(VGG16_WEIGHTS)) $(if $(IMAGENET_VAL),--val $(IMAGENET_VAL)) \
   $(if $(IMAGENET_VAL_LABELS),--val-labels $(IMAGENET_VAL_LABELS)) $(if $(IMAGENET_TRAIN),--train $(IMAGENET_TRAIN)) \
@@ -96,7 +106,7 @@ coverage: caffe
 
 lenet-compare: lenet-data
 	@$(MAKE) --no-print-directory $(LENET_MODEL) $(LENET300_MODEL)
-	$(PY) tools/compare_criteria.py $(COMPARE_ARGS)
+	$(PY) tools/sweep_criteria.py $(COMPARE_ARGS)
 
 # NN Relief iterated as its authors run it, on LeNet-300-100 and LeNet-5 (runs/lenet-relief/).
 lenet-relief: lenet-data
@@ -105,7 +115,10 @@ lenet-relief: lenet-data
 
 bench: lenet-data
 	@$(MAKE) --no-print-directory $(LENET_MODEL)
-	$(PY) tools/bench_apoz.py --net prototxt/lenet/train_val.prototxt --weights $(LENET_MODEL) --out runs/bench/apoz_overhead.json
+	$(PY) tools/bench_apoz.py --net prototxt/lenet/train_val.prototxt --weights $(LENET_MODEL) --out runs/bench/apoz_overhead.json $(BENCH_ARGS)
+
+bench-speed: caffe
+	$(PY) tools/bench_speed.py $(SPEED_ARGS)
 
 bench-scale: lenet-data
 	@$(MAKE) --no-print-directory $(LENET_MODEL) $(LENET300_MODEL)
@@ -122,6 +135,7 @@ fresh-check:
 lint: venv
 	$(PY) -m ruff check pytrim tools data tests
 	$(PY) -m ruff format --check pytrim tools data tests
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -11,7 +11,8 @@ import pytest
 from conftest import assert_one_line_error, pytrim, small_body, toy_images, write_net
 
 from pytrim.caffeio.lmdb import write_datums as write_lmdb
-from pytrim.feeds.source import Feed
+from pytrim.caffeio.proto import read_net
+from pytrim.feeds.source import Feed, data_source
 from pytrim.stats.collect import collect
 from pytrim.stats.evaluate import evaluate
 from pytrim.surgery.choose import Selection
@@ -99,3 +100,44 @@ def test_larger_images_are_centre_cropped(small_net: dict[str, Path], tmp_path: 
     cropped = write_lmdb(images[:, 2:30, 2:30].copy(), labels, tmp_path / "cropped", progress=False)
     same = evaluate(small_net["deploy"], small_net["weights"], progress=False, feed=Feed(cropped, scale=float(SCALE)))
     assert (fed.top1, fed.images) == (same.top1, same.images)
+
+
+def colour_jpegs(folder: Path, sizes: list[tuple[int, int]]) -> Path:
+    """Colour JPEGs of the given (height, width), not the net's size, and a 'path label' list."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng, lines = np.random.default_rng(3), []
+    for i, (h, w) in enumerate(sizes):
+        y, x = np.mgrid[0:h, 0:w]
+        image = np.stack([x * 255 // w, y * 255 // h, (x + y) * 97 % 256], -1) + rng.integers(-20, 20, (h, w, 3))
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(folder / f"{i}.jpg", quality=90)
+        lines.append(f"{i}.jpg {i % 3}")
+    (folder / "list.txt").write_text("\n".join(lines) + "\n")
+    return folder / "list.txt"
+
+
+@pytest.mark.parametrize("color", [True, False])
+def test_the_feed_gives_caffes_imagedata_pixels(caffe, tmp_path: Path, color: bool) -> None:
+    """Colour JPEGs of other sizes, resized to the layer's new_height x new_width, centre
+    cropped, mean and scale: the fed input equals Caffe's own ImageData layer bit for bit
+    (grey: decoded as grey, as Caffe does)."""
+    listing = colour_jpegs(tmp_path / "jpegs", [(300, 400), (333, 251), (260, 260), (500, 375)])
+    mean = "104,117,123" if color else "110"
+    net = tmp_path / "imagedata.prototxt"
+    net.write_text(f'layer {{ name: "d" type: "ImageData" top: "data" top: "label" transform_param {{ crop_size: 224 '
+                   f'{" ".join(f"mean_value: {m}" for m in mean.split(","))} scale: 0.5 }} image_data_param {{ '
+                   f'source: "{listing}" root_folder: "{listing.parent}/" batch_size: 4 new_height: 256 '
+                   f'new_width: 240 is_color: {str(color).lower()} }} }}')  # fmt: skip
+    reference = caffe.Net(str(net), caffe.TEST)
+    reference.forward()
+    shape = [4, 3 if color else 1, 224, 224]
+    deploy = tmp_path / "deploy.prototxt"
+    deploy.write_text(f'layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ '
+                      f'{" ".join(f"dim: {d}" for d in shape)} }} }} }}')  # fmt: skip
+    values = tuple(float(m) for m in mean.split(","))
+    data = data_source(read_net(deploy), feed=Feed(listing, values, 0.5, listing.parent, (256, 240)))
+    fed = caffe.Net(str(deploy), caffe.TEST)
+    data.feed(fed, 0)
+    assert np.array_equal(fed.blobs["data"].data, reference.blobs["data"].data)
+    assert data.labels == reference.blobs["label"].data.astype(int).tolist()

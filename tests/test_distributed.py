@@ -34,9 +34,9 @@ from pytrim.experiments.sweep_tasks import Settings, Task
 from pytrim.feeds.image import Transform
 from pytrim.feeds.source import Feeder, Records, data_source
 from pytrim.scale.cluster import connected, run_remote, session, single_threaded
-from pytrim.scale.shards import OrderedSum, merge, run_shard, shard_jobs, shard_ranges, test_data_layer
+from pytrim.scale.shards import OrderedSum, lmdb_data_layer, merge, run_shard, shard_jobs, shard_ranges
 from pytrim.stats.collect import apoz_pass, collect
-from pytrim.stats.evaluate import evaluate
+from pytrim.stats.evaluate import evaluate, hits_pass
 from pytrim.stats.layer_data import collect_layer_data
 from pytrim.stats.statsfile import save_stats
 
@@ -108,7 +108,7 @@ def test_the_shard_feed_gives_caffes_own_input_bits(caffe, transform: str, tmp_p
                    f'data_param {{ source: "{db}" batch_size: 7 backend: LMDB }} }}')  # fmt: skip
     caffe_net = caffe.Net(str(net), caffe.TEST)
     caffe_net.forward()
-    feeder = Feeder(Records(db), list(range(7)), Transform.of_layer(test_data_layer(read_net(net))))
+    feeder = Feeder(Records(db), list(range(7)), Transform.of_layer(lmdb_data_layer(read_net(net))))
     fed = caffe.Net(str(net), caffe.TEST)  # only its blobs are used
     feeder.feed(fed, "data", "label", 0, 7)
     assert np.array_equal(fed.blobs["data"].data, caffe_net.blobs["data"].data)
@@ -179,9 +179,9 @@ def test_a_two_node_cluster(small_net: dict[str, Path], tmp_path: Path) -> None:
 
 def test_a_worker_that_cannot_read_the_weights_names_its_node(small_net: dict[str, Path], local_ray) -> None:
     data = data_source(read_net(small_net["net"]))
-    jobs = shard_jobs("evaluate", small_net["net"], small_net["weights"], data, {"scores": "ip2"})(3)
+    jobs = shard_jobs(hits_pass, small_net["net"], small_net["weights"], data, {"scores": "ip2"})(3)
     jobs[1].weights_sha256 = "0" * 64  # another file at the same path on that node
-    jobs[2].records.source = Path("/nonexistent/lmdb")
+    jobs[2].source.source = Path("/nonexistent/lmdb")
     with pytest.raises(StepFailed) as failed:
         run_remote(connected(local_ray), run_shard, jobs, "evaluate", lambda job: job.label)
     message = str(failed.value)

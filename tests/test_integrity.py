@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import resource
 import signal
 import subprocess
@@ -20,6 +21,10 @@ from pytrim.caffeio.caffemodel import Caffemodel, CaffemodelError
 from pytrim.caffeio.env import caffe_pb2
 from pytrim.caffeio.lmdb import write_datums as write_lmdb
 from pytrim.caffeio.proto import read_net, write_text
+from pytrim.core.files import move
+from pytrim.surgery.choose import Selection
+from pytrim.surgery.cut import cut
+from pytrim.surgery.verify import verify
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -224,8 +229,8 @@ def test_a_programming_error_keeps_its_traceback() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 1 and "Traceback" in result.stderr and "KeyError: 'missing'" in result.stderr
     assert "error: " not in result.stderr
-    code = "from pytrim.cli import run\nfrom pytrim.core.errors import BadInput\n"
-    code += "def main():\n    raise BadInput('x')\nrun(main)"
+    code = "import pytrim.cli.probe as p\nfrom pytrim.core.errors import BadInput\nfrom pytrim.cli import run\n"
+    code += "def fail(args):\n    raise BadInput('x')\np.execute = fail\nrun('probe', ['--net', 'x.prototxt'])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 1 and result.stderr == "error: x\n"
 
@@ -236,4 +241,184 @@ def test_child_results_come_from_json_not_from_log_text(inputs: dict[str, Path],
                tmp_path / "e.json")  # fmt: skip
     assert r.returncode == 0, r.stderr
     result = json.loads((tmp_path / "e.json").read_text())
-    assert set(result) == {"top1", "top5", "images", "top1_stderr"} and result["images"] == 25
+    assert set(result) >= {"top1", "top5", "images", "top1_stderr", "metric", "value", "stderr"}
+    assert result["images"] == 25 and result["metric"] == "accuracy" and result["value"] == result["top1"]
+
+
+# --- outputs never clobber, checks cannot be fooled (the second hostile-user round) -------------
+
+
+def test_result_never_replaces_an_input_or_another_output(inputs: dict[str, Path], tmp_path: Path) -> None:
+    before = digest(inputs["dir"])
+    n, w, stats, sel, db = inputs["net"], inputs["weights"], inputs["stats"], inputs["selection"], inputs["db"]
+    cases = [
+        (("collect", "--net", n, "--weights", w, "--out", tmp_path / "s.h5", "--result", w), "is the input --weights"),
+        (("choose", "--stats", stats, "--layers", "conv2", "--out", tmp_path / "x.json", "--result", stats), "--stats"),
+        (("cut", "--net", n, "--weights", w, "--selection", sel, "--out", tmp_path / "c", "--result", sel),
+         "--selection"),
+        (("evaluate", "--net", n, "--weights", w, "--result", db / "data.mdb"), "data read by"),
+        (("verify", "--net", n, "--weights", w, "--trimmed-net", n, "--trimmed-weights", w, "--selection", sel,
+          "--result", w), "is the input"),
+        (("collect", "--net", n, "--weights", w, "--out", tmp_path / "same", "--result", tmp_path / "same"),
+         "same path"),
+        (("collect", "--net", n, "--weights", w, "--out", db / "data.mdb"), "data read by"),
+        (("collect", "--net", n, "--weights", w, "--out", tmp_path / "p.h5", "--plots", db), "data read by"),
+    ]  # fmt: skip
+    for args, message in cases:
+        assert_one_line_error(pytrim(*args, "--quiet"), message)
+    assert digest(inputs["dir"]) == before
+    assert not (tmp_path / "s.h5").exists() and not (tmp_path / "c").exists() and not (tmp_path / "p.h5").exists()
+
+
+def test_a_foreign_folder_is_never_written_into(inputs: dict[str, Path], tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "deploy.prototxt").write_text("a user's file\n")
+    (mine / "train.log").write_text("a user's log\n")
+    n, w, sel = inputs["net"], inputs["weights"], inputs["selection"]
+    solver = write_net(tmp_path / "s.prototxt", f'net: "{n}"\nbase_lr: 0.01\nmax_iter: 1\nsolver_mode: CPU\n')
+    cases = [
+        ("cut", "--net", n, "--deploy", inputs["deploy"], "--weights", w, "--selection", sel, "--out", mine),
+        ("train", "--solver", solver, "--out", tmp_path / "t.caffemodel", "--workdir", mine, "--no-eval"),
+        ("synthetic", "--net", inputs["deploy"], "--out", mine),
+        ("relief", "--nets", "lenet5", "--out", mine),
+        ("sweep-criteria", "--nets", "lenet5", "--out", mine),
+        ("collect", "--net", n, "--weights", w, "--out", tmp_path / "p.h5", "--plots", mine),
+    ]
+    before = digest(mine)
+    for args in cases:
+        assert_one_line_error(pytrim(*args, "--quiet"), "is not empty and is not a pytrim")
+    assert digest(mine) == before and not (tmp_path / "t.caffemodel").exists() and not (tmp_path / "p.h5").exists()
+
+
+def test_a_second_command_on_a_folder_in_use_is_refused(inputs: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "synthetic"
+    command = [sys.executable, "-m", "pytrim", "synthetic", "--net", str(inputs["deploy"]), "--out", str(out)]
+    first = subprocess.Popen([*command, "--quiet"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for _ in range(200):
+            if (out / ".pytrim-lock").exists():
+                break
+            time.sleep(0.05)
+        assert_one_line_error(pytrim("synthetic", "--net", inputs["deploy"], "--out", out, "--quiet"),
+                              "in use by another pytrim run")  # fmt: skip
+    finally:
+        _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-2000:]
+
+
+def tampered(caffemodel: Path, layer: str, out: Path) -> Path:
+    """A copy of a caffemodel with one weight of `layer` changed."""
+    with Caffemodel(caffemodel) as model:
+        arrays = [a.copy() for a in model.arrays(layer)]
+        arrays[0].reshape(-1)[0] += 1.0
+        model.write(out, {layer: arrays})
+    return out
+
+
+def test_a_changed_weight_fails_verification_even_with_allow_inexact(inputs: dict[str, Path], tmp_path: Path) -> None:
+    n, w, sel = inputs["net"], inputs["weights"], inputs["selection"]
+    made = pytrim("cut", "--net", n, "--weights", w, "--selection", sel, "--out", tmp_path / "cut", "--repeats", "0")
+    assert made.returncode == 0, made.stderr
+    bad = tampered(tmp_path / "cut/trimmed.caffemodel", "ip1", tmp_path / "bad.caffemodel")
+    for extra in ((), ("--allow-inexact",), ("--allow-inexact", "--inexact-tol", "1000")):
+        r = pytrim("verify", "--net", n, "--weights", w, "--trimmed-net", tmp_path / "cut/train_val.prototxt",
+                   "--trimmed-weights", bad, "--selection", sel, "--quiet", *extra)  # fmt: skip
+        assert_one_line_error(r, "verification failed", "'ip1'")
+        assert "resume" not in r.stderr  # a standalone verify has nothing to resume
+
+
+def test_verification_of_a_net_that_computes_nothing_fails(caffe, inputs: dict[str, Path], tmp_path: Path) -> None:
+    zeros = tmp_path / "zeros.caffemodel"
+    net = caffe.Net(str(inputs["deploy"]), caffe.TEST)
+    for blobs in net.params.values():
+        for blob in blobs:
+            blob.data[...] = 0
+    net.save(str(zeros))
+    sel = {"conv2": Selection("conv2", 8, np.arange(4), np.arange(4, 8))}
+    out = tmp_path / "cut"
+    cut([inputs["deploy"]], zeros, sel, [out / "deploy.prototxt"], out / "t.caffemodel")
+    check = verify(inputs["deploy"], zeros, out / "deploy.prototxt", out / "t.caffemodel", sel)
+    assert not check.ok and "constant" in check.failure() and check.max_relative == 0
+
+
+def test_folded_means_must_come_from_the_same_weights(caffe, inputs: dict[str, Path], tmp_path: Path) -> None:
+    n, w, sel = inputs["net"], inputs["weights"], inputs["selection"]
+    other = tampered(w, "conv1", tmp_path / "other.caffemodel")
+    r = pytrim("collect", "--net", n, "--weights", other, "--out", tmp_path / "means.h5", "--keep-means", "--quiet")
+    assert r.returncode == 0, r.stderr
+    for command in ("cut", "verify"):
+        extra = ["--out", tmp_path / "c"] if command == "cut" else ["--trimmed-net", n, "--trimmed-weights", w]
+        r = pytrim(command, "--net", n, "--weights", w, "--selection", sel, "--fold-mean", "--stats",
+                   tmp_path / "means.h5", *extra, "--quiet")  # fmt: skip
+        assert_one_line_error(r, "measured on", "other.caffemodel")
+    assert not (tmp_path / "c").exists()
+
+
+def test_bad_option_values_fail_before_any_work(inputs: dict[str, Path], tmp_path: Path) -> None:
+    w, stats = inputs["weights"], inputs["stats"]
+    choose_ = ("choose", "--stats", stats, "--out", tmp_path / "s.json")
+    assert_one_line_error(pytrim(*choose_, "--layers", "conv2", "--k", "nan"), "finite", code=2)
+    assert_one_line_error(pytrim(*choose_, "--layers", "conv2", "--ratio", "ip1=0.5"), "ip1, not in --layers")
+    assert_one_line_error(pytrim(*choose_, "--layers", "conv2", "--min-keep", "ip9=3"), "ip9, not in --layers")
+    assert_one_line_error(pytrim("synthetic", "--net", inputs["deploy"], "--fraction", "1.5", "--out",
+                                 tmp_path / "syn"), "a fraction in (0, 1)", code=2)  # fmt: skip
+    assert_one_line_error(pytrim("coverage", "--nets", "bogus", "--out", tmp_path / "cov"), "unknown bogus")
+    assert not (tmp_path / "s.json").exists() and not (tmp_path / "syn").exists() and not (tmp_path / "cov").exists()
+    assert_one_line_error(pytrim("evaluate", "--net", inputs["deploy"], "--weights", w, "--feed", inputs["db"],
+                                 "--workers", "2"), "not a --feed")  # fmt: skip
+
+
+def test_errors_after_an_output_was_written_remove_it(inputs: dict[str, Path], tmp_path: Path) -> None:
+    """An output that cannot be written (its folder is a file: tests run as root, whom
+    permissions do not stop) fails the command, and what it wrote before is removed."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    n, w = inputs["net"], inputs["weights"]
+    r = pytrim("collect", "--net", n, "--weights", w, "--out", tmp_path / "s.h5", "--plots", blocker / "p", "--quiet")
+    assert_one_line_error(r, "is a file, not a folder")
+    assert not (tmp_path / "s.h5").exists()
+    r = pytrim("choose", "--stats", inputs["stats"], "--layers", "conv2", "--out", tmp_path / "sel.json",
+               "--result", blocker / "r.json")  # fmt: skip
+    assert_one_line_error(r, "is a file, not a folder")
+    assert not (tmp_path / "sel.json").exists()  # written before --result failed, then removed
+
+
+def test_a_changed_database_is_written_again(idx_dataset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "lenet"
+    args = ["prepare-lenet", "--dataset", "mnist", "--from", idx_dataset, "--out", out, "--val-images", "8", "--quiet"]
+    assert pytrim(*args).returncode == 0
+    assert "up to date" in pytrim(*args).stdout
+    with (out / "test_lmdb/data.mdb").open("r+b") as handle:
+        handle.write(b"\0" * 64)  # a changed database is no longer the one written
+    again = pytrim(*args)
+    assert again.returncode == 0 and "wrote mnist as LMDB" in again.stdout
+
+
+def test_a_move_to_another_filesystem_is_a_copy_then_a_rename(tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second filesystem here")
+    source = shm / f"pytrim-move-{time.time_ns()}"
+    source.write_bytes(b"weights")
+    target = move(source, tmp_path / "deep/target.caffemodel")
+    assert target.read_bytes() == b"weights" and not source.exists() and not list(target.parent.glob("*.partial"))
+
+
+def test_training_is_the_same_whatever_kernels_the_machine_would_pick(inputs: dict[str, Path], tmp_path: Path) -> None:
+    """Children that train run with one BLAS kernel family pinned (pytrim.caffeio.env): a machine
+    whose OpenBLAS would pick other kernels (OPENBLAS_CORETYPE set here to stand in for one)
+    trains the same weights, bit for bit."""
+    n, w = inputs["net"], inputs["weights"]
+    solver = write_net(tmp_path / "s.prototxt", f'net: "{n}"\nbase_lr: 0.05\nmomentum: 0.9\nmax_iter: 20\n'
+                       'lr_policy: "fixed"\nsolver_mode: CPU\nrandom_seed: 5\n')  # fmt: skip
+    trained = []
+    for machine in ("SkylakeX", "Sandybridge", "Zen"):
+        out = tmp_path / f"{machine}.caffemodel"
+        env = {**os.environ, "OPENBLAS_CORETYPE": machine}
+        r = pytrim("train", "--solver", solver, "--weights", w, "--out", out, "--no-eval", "--quiet", env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
+        with Caffemodel(out) as model:
+            trained.append({name: [a.copy() for a in model.arrays(name)] for name in model.layers})
+    for other in trained[1:]:
+        assert all(np.array_equal(a, b) for name in other for a, b in zip(trained[0][name], other[name], strict=True))

@@ -40,7 +40,7 @@ KINDS = ("train_val", "deploy")
 IMAGENET_MEAN = (104.0, 117.0, 123.0)  # BGR, as the published ImageNet nets subtract
 
 
-def _net_spec() -> ModuleType:
+def net_spec() -> ModuleType:
     """pycaffe's caffe.net_spec, imported on first use (so that importing pytrim.caffeio.zoo needs no Caffe)."""
     try:
         from caffe import net_spec
@@ -56,7 +56,7 @@ class _Lazy:
         self._attr = attr
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(getattr(_net_spec(), self._attr), name)
+        return getattr(getattr(net_spec(), self._attr), name)
 
 
 L = _Lazy("layers")  # L.Convolution(bottom, ...) as `from caffe import layers as L`
@@ -499,7 +499,7 @@ def data_layer(info: Inputs, phase: str, source: str, batch: int) -> Any:
         transform["crop_size"] = info.size
     if info.scale is not None:
         transform["scale"] = info.scale
-    n = _net_spec().NetSpec()
+    n = net_spec().NetSpec()
     n.data, n.label = L.Data(
         source=source,
         batch_size=batch,
@@ -536,7 +536,7 @@ def build(
     if train:
         n = data_layer(info, "TRAIN", train_source, train_batch or info.train_batch)
     else:
-        n = _net_spec().NetSpec()
+        n = net_spec().NetSpec()
         n.data = L.Input(shape={"dim": [batch, 3, info.size, info.size]})
     scores = NETS[name](n, n.data, train, **options)
     if train:

@@ -1,21 +1,25 @@
-"""Benchmark: APoZ statistics collection vs a bare forward pass, same net, same images.
+"""Benchmark: the whole statistics path (`collect`, down to its HDF5 file) against a bare Caffe
+forward pass over the same images (runs/bench/apoz_overhead.json).
 
-Both run on the same Net over the same TEST images: forward() alone, and forward() with the
-zero counting that `collect` does, interleaved --repeats times after a warm-up. Prints and
-writes to --out {"ratio": median of the per-pair ratios collect/forward, "spread": their
-interquartile range, ...}.
+On the net given (--net, --weights: LeNet in `make bench`) over its first --images TEST images,
+and on full-size model-zoo nets (--nets, default resnet50) with random weights and generated
+images; each pair of timings interleaved --repeats times after a warm-up. Per net: "ratio"
+(the median of the per-pair ratios collect / forward), "spread" (their interquartile range).
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from pytrim.caffeio.upgrade import current_format
-from pytrim.cli.options import positive
+from pytrim.caffeio.zoo import NETS
+from pytrim.cli.options import names, positive
+from pytrim.core.errors import BadInput
 from pytrim.core.files import write_json
-from pytrim.experiments.bench_apoz import apoz_overhead
+from pytrim.experiments.bench_apoz import apoz_overhead, zoo_case
 
 OUTPUTS = {"out": "file"}
 
@@ -23,18 +27,33 @@ OUTPUTS = {"out": "file"}
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--net", type=Path, required=True, help="train_val prototxt with a TEST Data layer")
     p.add_argument("--weights", type=Path, required=True, help="caffemodel")
-    p.add_argument("--images", type=positive, default=5000, help="TEST images per timing (default 5000)")
+    p.add_argument("--images", type=positive, default=5000, help="TEST images of --net per timing (default 5000)")
     p.add_argument("--repeats", type=positive, default=15, help="interleaved pairs of timings (default 15)")
+    p.add_argument("--nets", default="resnet50", help="model-zoo nets timed on 16 generated images too (default "
+                   "resnet50; 'none': only --net)")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("runs/bench/apoz_overhead.json"))
 
 
-def execute(args: argparse.Namespace) -> dict[str, Any]:
-    net, weights = current_format(args.net, "net"), current_format(args.weights, "weights")
-    result = apoz_overhead(net, weights, args.images, args.repeats)
-    write_json(args.out, result)
+def line(name: str, result: dict[str, Any]) -> str:
     rate = result["images"] / result["forward_seconds"], result["images"] / result["collect_seconds"]
-    print(
-        f"bare forward: {rate[0]:.0f} images/s; with APoZ counting: {rate[1]:.0f} images/s; ratio "
-        f"{result['ratio']:.3f} (interquartile spread {result['spread']:.3f}, {args.repeats} pairs): {args.out}"
-    )
-    return result
+    spread = f"interquartile spread {result['spread']:.3f}, {result['repeats']} pairs"
+    return (f"{name}: bare forward {rate[0]:.1f} images/s, whole collect {rate[1]:.1f} images/s: ratio "
+            f"{result['ratio']:.3f} ({spread})")  # fmt: skip
+
+
+def execute(args: argparse.Namespace) -> dict[str, Any]:
+    zoo = [] if args.nets == "none" else names(args.nets) or []
+    unknown = [n for n in zoo if n not in NETS]
+    if unknown:
+        raise BadInput(f"--nets: unknown {', '.join(unknown)} (one of {', '.join(NETS)})")
+    net, weights = current_format(args.net, "net"), current_format(args.weights, "weights")
+    results = {net.parent.name or net.stem: apoz_overhead(net, weights, args.images, args.repeats)}
+    print(line(next(iter(results)), results[next(iter(results))]), flush=True)
+    with tempfile.TemporaryDirectory(prefix="pytrim-bench-") as tmp:
+        for name in zoo:
+            tv, random = zoo_case(name, Path(tmp) / name, 16, 8)
+            results[name] = apoz_overhead(tv, random, 16, max(3, args.repeats // 3))
+            print(line(name, results[name]), flush=True)
+    write_json(args.out, results)
+    print(args.out)
+    return results

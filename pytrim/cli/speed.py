@@ -22,7 +22,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trimmed-net", type=Path, required=True, help="the prototxt compared with it")
     p.add_argument("--trimmed-weights", type=Path, help="its caffemodel")
     p.add_argument("--batch", help="batch sizes, e.g. 1,8 (default: 1 and 8 or 32)")
-    p.add_argument("--repeats", type=positive, default=7, help="timed samples per net and batch (default 7)")
+    p.add_argument("--repeats", type=int, default=7, help="timed samples per net and batch (default 7; 0: no timing)")
     p.add_argument("--threads", type=positive, help="BLAS threads (default: every core)")
 
 

@@ -35,6 +35,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--finetune-iters", type=int, help="solver iterations of each retraining (--synthetic: 2; "
                    "else the schedule's; 0: none)")  # fmt: skip
     p.add_argument("--layers", default="conv5_3,fc6", help="layers to trim (default conv5_3,fc6)")
+    p.add_argument("--repeats", type=int, default=3, help="--synthetic: forward-time samples per net (default 3)")
     p.add_argument("--weights", type=Path, help="VGG_ILSVRC_16_layers.caffemodel (V1 is upgraded)")
     p.add_argument("--val", type=Path, help="ImageNet validation: LMDB folder or JPEG folder")
     p.add_argument("--val-labels", type=Path, help="labels for a JPEG folder (lines 'path label')")
@@ -85,7 +86,7 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
     if args.synthetic:
         out = args.out or Path("runs/vgg16-synthetic")
         iters = 2 if args.finetune_iters is None else args.finetune_iters
-        report = synthetic_run(out, args.images or 8, args.batch, iters, names(args.layers))
+        report = synthetic_run(out, args.images or 8, args.batch, iters, names(args.layers), args.repeats)
         print(json.dumps(report, indent=1))
         return report
     given = Inputs(args.weights, args.val, args.val_labels, args.train, args.train_labels)

@@ -1,5 +1,6 @@
 """Write a public model-zoo net as prototxt, generated with pycaffe's NetSpec
-(pytrim/caffeio/zoo.py), or one of pytrim's Fashion-MNIST benchmark nets.
+(pytrim/caffeio/zoo.py), or one of pytrim's Fashion-MNIST benchmark nets
+(pytrim/caffeio/benchnets.py: resnet_fm, mobilenet_fm, squeezenet_fm).
 
 The zoo nets keep their published layer names, blob names and shapes, so that pytrim can be
 tried on them with filler weights (or on the published caffemodels).
@@ -14,6 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from pytrim.caffeio import benchnets
 from pytrim.caffeio.zoo import INPUTS, KINDS, NETS, published_params, write
 from pytrim.cli.options import names, positive
 from pytrim.core.errors import BadInput
@@ -28,12 +30,13 @@ def listing() -> str:
         params = f"{published_params[name]:,}" if name in published_params else "?"
         side = f"{info.size}x{info.size}"
         lines.append(f"{name:<15} {side:>7} {params:>11} params  {info.origin}")
+    lines += [f"{name:<15} {'28x28':>7} {'':>11}         {title}" for name, title in benchnets.TITLES.items()]
     return "\n".join(lines)
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--list", action="store_true", help="list the nets and exit")
-    p.add_argument("--nets", help=f"the net to write: one of {', '.join(NETS)}")
+    p.add_argument("--nets", help=f"the net to write: one of {', '.join([*NETS, *benchnets.NETS])}")
     p.add_argument("--out", type=Path, help="folder for <kind>.prototxt")
     p.add_argument("--kind", default=",".join(KINDS), help="train_val, deploy or both (default train_val,deploy)")
     p.add_argument("--batch", type=positive, default=1, help="deploy input batch (default 1)")
@@ -65,8 +68,12 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
     chosen = names(args.nets) or []
     if len(chosen) != 1 or args.out is None:
         raise BadInput("give one net with --nets NAME and a folder with --out (or --list)")
+    if chosen[0] in benchnets.NETS:
+        paths = benchnets.write(chosen[0], args.out, kinds_of(args))
+        print("\n".join(f"wrote {path}" for path in paths))
+        return {"written": [str(p) for p in paths]}
     if chosen[0] not in NETS:
-        raise BadInput(f"unknown net {chosen[0]!r}: one of {', '.join(NETS)}")
+        raise BadInput(f"unknown net {chosen[0]!r}: one of {', '.join([*NETS, *benchnets.NETS])}")
     if args.aux and chosen[0] != "googlenet":
         raise BadInput("--aux is for --nets googlenet")
     paths = write(chosen[0], args.out, kinds_of(args), batch=args.batch, train_batch=args.train_batch,

@@ -45,7 +45,7 @@ def shipped(relative: str | Path) -> Path:
     candidate = Path(relative)
     if candidate.exists():
         return candidate
-    checkout = Path(__file__).resolve().parents[1] / candidate
+    checkout = Path(__file__).resolve().parents[2] / candidate  # pytrim/core/files.py -> the checkout
     return checkout if checkout.exists() else candidate
 
 
@@ -58,6 +58,15 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def make_folder(folder: Path, what: str) -> None:
+    """Create a folder (and its parents); a file in the way is one error naming it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocking = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), folder)
+        raise BadInput(f"{what}: {blocking} is a file, not a folder") from None
 
 
 @contextlib.contextmanager
@@ -78,8 +87,8 @@ def together(paths: Iterable[str | Path]) -> Iterator[list[Path]]:
     them all when it fails. Outputs of one step appear together or not at all."""
     targets = [Path(p) for p in paths]
     temporaries = [partial_name(p) for p in targets]
-    for temporary in temporaries:
-        temporary.parent.mkdir(parents=True, exist_ok=True)
+    for target, temporary in zip(targets, temporaries, strict=True):
+        make_folder(target.parent, f"cannot write {target}")
         _remove(temporary)
     try:
         yield temporaries
@@ -195,7 +204,7 @@ def claim_run_folder(folder: Path, kind: str, name: str = "--out") -> None:
     """Make `folder` a run folder of `kind`: create it with pytrim's marker, or accept it if it
     has that marker (or lies inside a run folder). Anything else is not pytrim's: refused."""
     check_folder(folder, kind, name)
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder, f"cannot make {name} {folder}")
     if marker_kind(folder) is None and not inside_run(folder):
         write_json(folder / MARKER, {"kind": kind})
 

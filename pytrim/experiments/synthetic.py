@@ -233,7 +233,7 @@ def pipeline(tv: Path, deploy: Path | None, weights: Path, out: Path, layers: li
                                           "--out", str(out / "selection.json"), "--ratio", ratios],
                                logs / "choose.log")  # fmt: skip
     inexact = ["--allow-inexact"] if opts.allow_inexact else []
-    cut_extra = (["--deploy", str(deploy)] if deploy else []) + ["--repeats", str(opts.repeats)]
+    cut_extra = (["--deploy", str(deploy)] if deploy else []) + ["--repeats", "0"]  # timed on its own (speed)
     steps["cut"], steps["verify"] = cut_and_verify(tv, weights, out / "selection.json", out / "cut", logs, "",
                                                    cut_extra + inexact, inexact)  # fmt: skip
     return steps
@@ -271,6 +271,14 @@ def retrain(out: Path, solver: Path | None, iterations: int) -> ChildResult:
     return run_step("train", args, out / "logs/train.log")
 
 
+def speed(tv: Path, deploy: Path | None, weights: Path, out: Path, repeats: int) -> ChildResult:
+    """The cut net's parameters, MACs and forward time against the original (`pytrim speed`)."""
+    kind = "deploy" if deploy else "train_val"
+    args = ["--net", str(deploy or tv), "--weights", str(weights), "--trimmed-net", str(out / f"cut/{kind}.prototxt")]
+    args += ["--trimmed-weights", str(out / "cut/trimmed.caffemodel"), "--repeats", str(repeats)]
+    return run_step("speed", args, out / "logs/speed.log")
+
+
 def exact_part(tv: Path, weights: Path, out: Path, selection: Path, inexact: set[str]) -> dict[str, Any] | None:
     """With inexact groups cut too, a second cut of the exact groups alone, verified: the
     exact cuts are proven within the tolerance, the inexact ones bounded."""
@@ -298,6 +306,7 @@ def run(net_path: Path, out: Path, opts: Options, log: Callable[[str], None] = p
     steps |= pipeline(tv, deploy, weights, out, layers, opts)
     log(f"train: {opts.finetune_iters} solver iterations")
     steps["train"] = retrain(out, opts.solver, opts.finetune_iters)
+    steps["speed"] = speed(tv, deploy, weights, out, opts.repeats)
     report = summarize(net_path, opts, weights, steps, cover, time.monotonic() - start)
     exact = exact_part(tv, weights, out, out / "selection.json", set(steps["cut"].result.get("inexact", {})))
     if exact is not None:
@@ -318,7 +327,8 @@ def summarize(net_path: Path, opts: Options, weights: Path, steps: dict, cover: 
         "params_before": cut["params_before"],
         "params_after": cut["params_after"],
         "widths": cut["widths"],
-        "cost": cut["cost"],
+        "cost": steps["speed"].result["nets"][0]
+        | {key: steps["speed"].result[key] for key in ("threads", "blas_core")},
         "steps": {name: timing(done) for name, done in steps.items()},
         "coverage": cover,
         "verify": {key: verify[key] for key in keys},

@@ -90,6 +90,7 @@ def real_run(given: Inputs, out: Path, schedule: Path, overrides: dict[str, Any]
     return write(state, loaded, "Network Trimming: VGG-16", top5=True)
 
 
-def synthetic_run(out: Path, images: int, batch: int, iters: int, layers: list[str] | None) -> dict[str, Any]:
+def synthetic_run(out: Path, images: int, batch: int, iters: int, layers: list[str] | None,
+                  repeats: int = 3) -> dict[str, Any]:  # fmt: skip
     """The machinery on the full-size VGG-16 with random weights and generated images."""
-    return run(VGG16 / "deploy.prototxt", out, Options(0.25, images, batch, iters, layers=layers))
+    return run(VGG16 / "deploy.prototxt", out, Options(0.25, images, batch, iters, layers=layers, repeats=repeats))

@@ -82,7 +82,7 @@ def shard_ranges(total: int, batch: int, shards: int) -> list[tuple[int, int]]:
     return [(start, min(end, total)) for start, end in itertools.pairwise(bounds) if start < total]
 
 
-def test_data_layer(net: Any) -> Any:
+def lmdb_data_layer(net: Any) -> Any:
     for layer in layers_in_phase(net, "TEST"):
         if layer.type == "Data":
             return layer
@@ -145,7 +145,7 @@ def shard_jobs(run: Pass, run_path: Path, weights: Path, data: DataSource, optio
         raise BadInput("--workers/--ray-address split an LMDB Data layer's records: not a --feed")
     shapes = check_model(run_path, weights).blobs
     run_param = read_net(run_path)
-    layer = test_data_layer(run_param)
+    layer = lmdb_data_layer(run_param)
     if layer.data_param.backend != caffe_pb2().DataParameter.LMDB:
         raise BadInput(f"Data layer {layer.name!r} reads a LevelDB: sharding splits LMDB records")
     text, transform, digest = str(input_net(run_param, shapes)), Transform.of_layer(layer), sha256_file(weights)
