@@ -1,0 +1,66 @@
+"""What a net costs: multiply-adds counted from the net's own shapes (against hand counts on
+tiny nets: grouped, depthwise, Deconvolution, InnerProduct after a flatten), kept widths
+rounded for fast kernels, and the timing code (structure, not speed)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from conftest import write_net
+
+from pytrim.caffeio.netcheck import probe
+from pytrim.caffeio.proto import read_net
+from pytrim.stats.cost import compare_cost, layer_macs, macs
+from pytrim.surgery.choose import Rule, choose
+
+TINY = """layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 4 dim: 8 dim: 8 } } }
+layer { name: "grouped" type: "Convolution" bottom: "data" top: "grouped"
+  convolution_param { num_output: 6 kernel_size: 3 group: 2 } }
+layer { name: "dw" type: "Convolution" bottom: "grouped" top: "dw"
+  convolution_param { num_output: 6 kernel_size: 3 group: 6 pad: 1 stride: 2 } }
+layer { name: "up" type: "Deconvolution" bottom: "dw" top: "up"
+  convolution_param { num_output: 5 kernel_size: 2 stride: 2 } }
+layer { name: "flat" type: "Flatten" bottom: "up" top: "flat" }
+layer { name: "fc" type: "InnerProduct" bottom: "flat" top: "fc" inner_product_param { num_output: 7 } }
+"""
+
+
+def test_macs_of_tiny_nets_match_hand_counts(tmp_path: Path) -> None:
+    net = write_net(tmp_path / "tiny.prototxt", TINY)
+    found = layer_macs(read_net(net), probe(net))
+    # grouped: 6 outputs of 6x6 positions, each reading 4/2 channels x 3x3 taps
+    assert found["grouped"] == 6 * 36 * (2 * 9)
+    # depthwise (group = channels): 6 outputs of 3x3 positions (stride 2, pad 1), 1 channel x 3x3 taps each
+    assert found["dw"] == 6 * 9 * 9
+    # Deconvolution: every input element (6 x 3x3) meets 5 outputs x 2x2 taps
+    assert found["up"] == 6 * 9 * (5 * 4)
+    # InnerProduct after Flatten: 7 outputs, each reading 5 x 6x6 = 180 inputs
+    assert found["fc"] == 7 * 180
+    assert macs(read_net(net), probe(net)) == sum(found.values())
+
+
+def test_round_to_keeps_the_next_best_channels_by_score() -> None:
+    scores = np.array([0.9, 0.1, 0.8, 0.2, 0.7, 0.3, 0.6, 0.4, 0.5, 0.05])  # higher: removed first
+    plain = choose("l", scores, Rule("ratio", ratio=0.5))
+    assert plain.remove.tolist() == [0, 2, 4, 6, 8] and len(plain.keep) == 5
+    rounded = choose("l", scores, Rule("ratio", ratio=0.5, round_to=4))
+    assert len(rounded.keep) == 8 and rounded.remove.tolist() == [0, 2]  # 8 kept: the two worst go
+    assert len(choose("l", scores, Rule("ratio", ratio=0.5, round_to=16)).keep) == 10  # never beyond the width
+    assert len(choose("l", scores, Rule("mean_std", k=0.0, min_keep=7, round_to=4)).keep) == 8  # min_keep, then up
+    assert len(choose("l", scores, Rule("keep", keep=3, round_to=4)).keep) == 3  # a width plan is exact
+    blocks = choose("g", np.arange(16.0), Rule("ratio", ratio=0.75, round_to=4), blocks=2)
+    assert np.bincount(blocks.keep // 8).tolist() == [2, 2]  # each block keeps a multiple of 4 / 2
+
+
+def test_the_timing_code_returns_positive_finite_medians(small_net: dict[str, Path], tmp_path: Path) -> None:
+    found = compare_cost((small_net["deploy"], small_net["weights"]), [(small_net["deploy"], small_net["weights"])],
+                         repeats=3, threads=1, batches=[1, 4])  # fmt: skip
+    assert set(found["timing"]) == {"1", "4"} and found["threads"] == 1
+    for timed in found["timing"].values():
+        assert len(timed["seconds"]) == 2 and all(math.isfinite(t) and t > 0 for t in timed["seconds"])
+        assert all(math.isfinite(s) and s > 0 for s in timed["speedup"]) and timed["speedup"][0] == 1.0
+    entry = found["nets"][0]
+    assert entry["macs_ratio"] == 1.0 and entry["params_ratio"] == 1.0 and entry["speedup_batch4"] > 0
+    assert found["blas_core"] and found["cpu"]
