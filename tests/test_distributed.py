@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import subprocess
 import sys
@@ -237,3 +238,18 @@ def test_a_missing_gpu_fails_before_training(small_net: dict[str, Path], tmp_pat
                     env={**os.environ, "PYTRIM_GPU": "0,7"})  # fmt: skip
     assert_one_line_error(result, "PYTRIM_GPU=0,7", "no GPU")
     assert files_under(out) == []
+
+
+def test_bench_scale_times_one_pass_everywhere(small_net: dict[str, Path], tmp_path: Path) -> None:
+    """bench-scale runs the same shard pass in one process and on 1 and 2 Ray workers, each on
+    one BLAS thread, with start-up apart; the counts agree (structure only, not speed)."""
+    out = tmp_path / "scale.json"
+    done = pytrim("bench-scale", "--net", small_net["net"], "--weights", small_net["weights"], "--no-sweep",
+                  "--repeats", "1", "--out", out)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["identical_counts"] is True and result["images"] == 25
+    assert result["in_process_blas_threads"] == 1
+    for key in ("in_process_seconds", "ray_1_worker_seconds", "ray_2_workers_seconds"):
+        assert math.isfinite(result[key]) and result[key] > 0
+    assert set(result["ray_start_and_first_run_seconds"]) == {"1", "2"}

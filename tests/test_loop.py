@@ -453,3 +453,23 @@ def test_the_loop_on_ray_workers_makes_the_same_choices(problem: Path) -> None:
     assert [load_stats(problem / out / "iter-01/stats.h5").source["shards"] for out in ("alone", "ray")] == ["1", "2"]
     reports = [json.loads((problem / out / "report.json").read_text()) for out in ("alone", "ray")]
     assert reports[0]["baseline"]["top1"] == reports[1]["baseline"]["top1"]
+
+
+def test_steps_side_by_side_give_the_serial_report(problem: Path) -> None:
+    """The cut net's evaluations run beside its retraining (--jobs, default: the cores);
+    --jobs 1 runs them one after another: the same weights and the same report, timings
+    aside."""
+    for out, extra in (("serial", ["--jobs", "1"]), ("together", ["--jobs", "3"])):
+        done = trim(problem, "--iterations", "2", "--no-scratch", "--out", problem / out, *extra)
+        assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("iter-01/retrained.caffemodel", "iter-02/retrained.caffemodel"):
+        assert (problem / "serial" / name).read_bytes() == (problem / "together" / name).read_bytes()
+
+    def untimed(rep: dict) -> dict:
+        for entry in rep["iterations"]:
+            entry.pop("cost"), entry.pop("seconds")
+        return rep
+
+    serial, together = (untimed(json.loads((problem / o / "report.json").read_text())) for o in ("serial", "together"))
+    assert serial["iterations"] and serial["iterations"] == together["iterations"]
+    assert serial["baseline"] == together["baseline"]

@@ -1,62 +1,81 @@
 """Benchmarks of scale-out (runs/bench/scale.json): APoZ statistics of the same TEST images in
 one process and on 1 and 2 Ray workers, and a small criteria sweep on 1 and 2 workers.
 
-Every run is pinned to one BLAS thread (the in-process one too, so the comparison is of
-processes, not of OpenBLAS's threads). Pass timings are medians of `repeats` runs inside an
-already started Ray (the steady state: a cluster that is up); the start of a local Ray and
-its workers is timed on its own. Counts must be identical everywhere.
+Like is compared with like: the timed pass is the same in every setting, the one a Ray worker
+runs (pytrim.scale.shards: the measuring net built from its text, the LMDB records fed by
+pytrim's reader, zeros counted), run once in this process and as 1 or 2 shards on Ray.
+Every run has one BLAS thread (this process's too: pytrim.caffeio.env.set_blas_threads).
+Times are medians of `repeats` passes; the start of a local Ray and its first pass are timed
+on their own. Counts must be identical everywhere.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pytrim.core.files import read_json
-from pytrim.scale.cluster import SINGLE_THREAD, session
-from pytrim.stats.collect import collect
-from pytrim.stats.statsfile import load_stats
+from pytrim.caffeio.env import load_caffe, set_blas_threads
+from pytrim.caffeio.proto import read_net
+from pytrim.feeds.source import data_source
+from pytrim.scale.cluster import run_remote, session
+from pytrim.scale.shards import ShardJob, merge, run_shard, shard_jobs
+from pytrim.stats.collect import apoz_pass, prepare
 
 SWEEP = ["--nets", "lenet300,lenet5", "--criteria", "apoz,l1,magnitude,relief", "--seed", "0", "--unit-points",
          "0.5", "--magnitude-points", "1.0", "--relief-points", "0.95", "--finetune-iters", "300"]  # fmt: skip
 
+Jobs = Callable[[int], list[ShardJob]]
 
-def in_process(net: Path, weights: Path, images: int | None, repeats: int, out: Path) -> tuple[float, dict]:
-    """The median `seconds` of `pytrim collect` in a child with one BLAS thread, and its zeros."""
-    times = []
+
+def pass_jobs(net: Path, weights: Path, images: int | None, tmp: Path) -> Jobs:
+    """collect's APoZ pass over `net`'s TEST images as shard jobs (the measuring net once)."""
+    data = data_source(read_net(net), images, None)
+    run_path, _groups, plan, folded = prepare(net, None, tmp, False)
+    blobs = list(dict.fromkeys(p.blob for points in plan.values() for p in points))
+    return shard_jobs(apoz_pass, run_path, weights, data, {"blobs": blobs, "folded": folded})
+
+
+def timed(work: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    """The median seconds of `repeats` runs of `work`, and its last result."""
+    times, result = [], None
     for _ in range(repeats):
-        args = ["collect", "--net", str(net), "--weights", str(weights), "--out", str(out / "one.h5"), "--quiet"]
-        args += ["--images", str(images)] if images else []
-        subprocess.run([sys.executable, "-m", "pytrim", *args, "--result", str(out / "one.json")],
-                       env={**os.environ, **SINGLE_THREAD}, check=True, capture_output=True)  # fmt: skip
-        times.append(read_json(out / "one.json", "collect result")["seconds"])
-    return statistics.median(times), zeros_of(load_stats(out / "one.h5"))
+        start = time.monotonic()
+        result = work()
+        times.append(time.monotonic() - start)
+    return statistics.median(times), result
 
 
-def zeros_of(stats: Any) -> dict[str, list[int]]:
-    return {name: layer.zeros.tolist() for name, layer in stats.layers.items()}
+def in_process(jobs: Jobs, repeats: int) -> dict[str, Any]:
+    """The pass as one shard in this process, on one BLAS thread."""
+    load_caffe()
+    threads, job = set_blas_threads(1), jobs(1)[0]
+    seconds, result = timed(lambda: run_shard(job), repeats)
+    zeros = {blob: z.tolist() for blob, z in result["zeros"].items()}
+    return {"seconds": seconds, "zeros": zeros, "blas_threads": threads}
 
 
-def on_ray(net: Path, weights: Path, images: int | None, workers: int, repeats: int) -> dict[str, Any]:
-    """Start a local Ray with `workers` slots, warm its workers, then time `repeats` passes."""
+def on_ray(jobs: Jobs, workers: int, repeats: int) -> dict[str, Any]:
+    """Start a local Ray with `workers` slots and run the pass once (timed together: the
+    start-up), then time `repeats` passes split among the workers."""
     start = time.monotonic()
-    with session(workers, None):
-        collect(net, weights, images=images, progress=False, workers=workers)  # starts and warms the workers
+    with session(workers, None) as s:
+        shards = jobs(s.slots)
+
+        def run() -> dict[str, Any]:
+            return merge(run_remote(s, run_shard, shards, "APoZ", lambda job: job.label))
+
+        run()
         startup = time.monotonic() - start
-        times, stats = [], None
-        for _ in range(repeats):
-            stats = collect(net, weights, images=images, progress=False, workers=workers)
-            times.append(stats.seconds)
-    images = next(iter(stats.layers.values())).images
-    return {"seconds": statistics.median(times), "first_run_seconds": round(startup, 2), "zeros": zeros_of(stats),
-            "images": images}  # fmt: skip
+        seconds, merged = timed(run, repeats)
+    zeros = {blob: z.tolist() for blob, z in merged["zeros"].items()}
+    return {"seconds": seconds, "first_run_seconds": round(startup, 2), "zeros": zeros, "images": merged["images"]}
 
 
 def sweep_seconds(workers: int, out: Path, args: list[str]) -> float:
@@ -71,17 +90,20 @@ def sweep_seconds(workers: int, out: Path, args: list[str]) -> float:
 def scaling(net: Path, weights: Path, images: int | None, repeats: int, sweep: list[str] | None) -> dict[str, Any]:
     """The numbers of runs/bench/scale.json."""
     with tempfile.TemporaryDirectory(prefix="pytrim-scale-") as tmp:
-        alone, zeros = in_process(net, weights, images, repeats, Path(tmp))
-    one, two = (on_ray(net, weights, images, n, repeats) for n in (1, 2))
+        jobs = pass_jobs(net, weights, images, Path(tmp))
+        alone = in_process(jobs, repeats)
+        one, two = (on_ray(jobs, n, repeats) for n in (1, 2))
     result = {
         "images": two["images"],
-        "in_process_seconds": round(alone, 3),
+        "pass": "the same shard pass everywhere (Input net, pytrim's LMDB reader, zero counting)",
+        "in_process_seconds": round(alone["seconds"], 3),
+        "in_process_blas_threads": alone["blas_threads"],
         "ray_1_worker_seconds": round(one["seconds"], 3),
         "ray_2_workers_seconds": round(two["seconds"], 3),
         "speedup_2_workers": round(one["seconds"] / two["seconds"], 3),
-        "ray_overhead_1_worker": round(one["seconds"] / alone - 1, 3),
+        "ray_overhead_1_worker": round(one["seconds"] / alone["seconds"] - 1, 3),
         "ray_start_and_first_run_seconds": {"1": one["first_run_seconds"], "2": two["first_run_seconds"]},
-        "identical_counts": zeros == one["zeros"] == two["zeros"],
+        "identical_counts": alone["zeros"] == one["zeros"] == two["zeros"],
         "repeats": repeats,
     }
     if sweep is not None:

@@ -72,15 +72,15 @@ def summarize(run: Run, it: Iteration, cut_result: dict, verified: dict, before:
     run.state.save()
 
 
-def evaluate_cut(run: Run, it: Iteration, logs: Any) -> dict[str, Any]:
-    """The cut net measured (and, with --fold-mean, the same cut without folding)."""
+def evaluate_cut(run: Run, it: Iteration, logs: Any) -> tuple[dict[str, Any], float | None]:
+    """The cut net measured, and with --fold-mean the top-1 of the same cut without folding."""
     before = measure(run, it.record, "trimmed", it.trimmed.net, it.trimmed.weights, logs)
-    if run.s.fold_mean:
-        plain = it.folder / "nofold"
-        unfolded = measure(run, it.record, "trimmed_nofold", plain / "train_val.prototxt",
-                           plain / "trimmed.caffemodel", logs)  # fmt: skip
-        it.record["top1_trimmed_nofold"] = unfolded["test"]["top1"]
-    return before
+    if not run.s.fold_mean:
+        return before, None
+    plain = it.folder / "nofold"
+    unfolded = measure(run, it.record, "trimmed_nofold", plain / "train_val.prototxt", plain / "trimmed.caffemodel",
+                       logs)  # fmt: skip
+    return before, unfolded["test"]["top1"]
 
 
 def iteration(run: Run, number: int, source: Nets) -> dict[str, Any] | None:
@@ -98,8 +98,10 @@ def iteration(run: Run, number: int, source: Nets) -> dict[str, Any] | None:
         return None
     it.record.pop("nothing_to_trim", None)
     cut_result, verified = cut_step(run, it), verify_step(run, it)
-    before, logs = evaluate_cut(run, it, it.folder / "logs"), it.folder / "logs"
-    retrained = retrain_step(run, it)
+    logs = it.folder / "logs"
+    (before, nofold), retrained = run.together(lambda: evaluate_cut(run, it, logs), lambda: retrain_step(run, it))
+    if nofold is not None:
+        it.record["top1_trimmed_nofold"] = nofold
     after = None
     if not retrained.get("skipped"):
         after = measure(run, it.record, "retrained", it.trimmed.net, it.retrained, logs)
@@ -185,13 +187,14 @@ def finish(run: Run, final: Nets) -> None:
 
 
 def run_schedule(schedule: Schedule, progress: bool = True, log: Callable[[str], None] = print,
-                 sharding: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
+                 sharding: list[str] | None = None, jobs: int | None = None) -> dict[str, Any]:  # fmt: skip
     """Run (or resume) a schedule in its output folder, holding the folder's lock; `sharding`
-    (--workers N / --ray-address A) splits its statistics and evaluations among Ray workers."""
+    (--workers N / --ray-address A) splits its statistics and evaluations among Ray workers;
+    `jobs` steps at most run side by side (default: the cores)."""
     s = prepare(schedule, log)
     claim_run_folder(s.out, marker_kind(s.out) or "trim")  # a command (vgg16) may have claimed it
     with FolderLock(s.out):
-        run = Run(s, progress, log, sharding)
+        run = Run(s, progress, log, sharding, jobs)
         if run.state.resumed:
             log(f"resuming from {run.state.path}")
         base = baseline(run)

@@ -4,8 +4,10 @@ are keyed and launched (pytrim.loop.steps and pytrim.loop.evaluation are the ste
 Steps that run Caffe run in child processes (pytrim.core.runner), with the BLAS kernels and
 thread count pinned (pytrim.caffeio.env.blas_env: the same numbers on any x86-64 machine
 with AVX2). Training gains nothing from a second BLAS thread, so children run with one, and
-steps that do not depend on each other (the test and validation evaluations) run side by
-side on the cores.
+steps that do not depend on each other (the test and validation evaluations; the cut net's
+evaluations and its retraining) run side by side on the cores, at most `jobs` at once.
+Their results do not depend on it (one BLAS thread each, pinned kernels): `--jobs 1` gives
+the same report, serially.
 """
 
 from __future__ import annotations
@@ -72,8 +74,9 @@ class Run:
     """A schedule being run: its state, its log and how its steps are keyed and launched."""
 
     def __init__(self, schedule: Schedule, progress: bool = True, log: Callable[[str], None] = print,
-                 sharding: list[str] | None = None) -> None:  # fmt: skip
+                 sharding: list[str] | None = None, jobs: int | None = None) -> None:  # fmt: skip
         self.s, self.progress, self.log = schedule, progress, log
+        self.jobs = max(1, jobs or os.cpu_count() or 1)  # steps at once
         self.sharding = sharding or []  # --workers/--ray-address for the passes over images (not in keys)
         self.state = RunState(schedule.out, log)
 
@@ -95,12 +98,21 @@ class Run:
             start = time.monotonic()
             return step.run(), time.monotonic() - start
 
-        with ThreadPoolExecutor(max_workers=max(1, min(len(todo), os.cpu_count() or 1))) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, min(len(todo), self.jobs))) as pool:
             done = list(pool.map(timed, [steps[i] for i in todo]))
         for i, (result, seconds) in zip(todo, done, strict=True):
             self.state.keep(record, steps[i].name, keys[i], result, seconds)
             found[i] = result
         return found  # type: ignore[return-value]
+
+    def together(self, *works: Callable[[], Any]) -> list[Any]:
+        """Independent pieces of work (each a few steps) at once when `jobs` allows, their
+        results in order. They record only through the state (under its lock)."""
+        if self.jobs == 1:
+            return [work() for work in works]
+        with ThreadPoolExecutor(max_workers=len(works)) as pool:
+            futures = [pool.submit(work) for work in works]
+            return [future.result() for future in futures]
 
     def child(self, command: str, args: list[str], log: Path, what: str, threads: int = 1) -> dict[str, Any]:
         """`python -m pytrim <command>` with pinned BLAS kernels and `threads` BLAS threads."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -81,6 +82,7 @@ class RunState:
     def __init__(self, folder: Path, log: Callable[[str], None] = print) -> None:
         self.path = folder / "state.json"
         self.log = log
+        self.lock = threading.RLock()  # steps running side by side record under it
         self.data: dict[str, Any] = {"version": STATE_VERSION, "baseline": {}, "iterations": [], "scratch": {}}
         if self.path.is_file():
             loaded = read_json(self.path, "run state")
@@ -93,7 +95,8 @@ class RunState:
         return bool(self.data["baseline"] or self.data["iterations"])
 
     def save(self) -> None:
-        write_json(self.path, self.data)
+        with self.lock:
+            write_json(self.path, self.data)
 
     def iteration(self, number: int) -> dict[str, Any]:
         while len(self.data["iterations"]) < number:
@@ -112,8 +115,9 @@ class RunState:
 
     def keep(self, record: dict[str, Any], name: str, key: str, result: dict[str, Any], seconds: float) -> None:
         """Record a finished step (the state is saved after every step)."""
-        record.setdefault("steps", {})[name] = {"key": key, "result": result, "seconds": round(seconds, 2)}
-        self.save()
+        with self.lock:
+            record.setdefault("steps", {})[name] = {"key": key, "result": result, "seconds": round(seconds, 2)}
+            self.save()
 
     def step(
         self,
