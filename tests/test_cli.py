@@ -3,7 +3,7 @@ command is in it with one meaning, and README.md's table is that vocabulary."""
 
 from __future__ import annotations
 
-from conftest import ROOT, pytrim
+from conftest import ROOT, assert_one_line_error, pytrim
 
 from pytrim.cli import COMMANDS, parser_of
 from pytrim.cli.vocabulary import VOCABULARY, table
@@ -38,3 +38,13 @@ def test_every_command_has_help_and_the_list_has_every_command() -> None:
         assert parser_of(name).format_help().startswith(f"usage: pytrim {name}")
     unknown = pytrim("frobnicate")
     assert unknown.returncode == 2 and "unknown command 'frobnicate'" in unknown.stderr
+
+
+def test_an_unknown_net_name_is_one_line_naming_the_known_ones(tmp_path) -> None:
+    for command in ("bench-speed", "coverage", "sweep-criteria", "relief", "bench-apoz"):
+        extra = ["--net", ROOT / "prototxt/lenet/train_val.prototxt", "--weights", tmp_path / "w.caffemodel"]
+        done = pytrim(
+            command, "--nets", "resnet51", "--out", tmp_path / command, *(extra if command == "bench-apoz" else [])
+        )
+        assert_one_line_error(done, "--nets: unknown resnet51 (one of ")
+        assert not (tmp_path / command).exists()

@@ -16,8 +16,7 @@ from typing import Any
 
 from pytrim.caffeio.upgrade import current_format
 from pytrim.caffeio.zoo import NETS
-from pytrim.cli.options import names, positive
-from pytrim.core.errors import BadInput
+from pytrim.cli.options import net_names, positive
 from pytrim.core.files import write_json
 from pytrim.experiments.bench_apoz import apoz_overhead, zoo_case
 
@@ -42,10 +41,7 @@ def line(name: str, result: dict[str, Any]) -> str:
 
 
 def execute(args: argparse.Namespace) -> dict[str, Any]:
-    zoo = [] if args.nets == "none" else names(args.nets) or []
-    unknown = [n for n in zoo if n not in NETS]
-    if unknown:
-        raise BadInput(f"--nets: unknown {', '.join(unknown)} (one of {', '.join(NETS)})")
+    zoo = [] if args.nets == "none" else net_names(args.nets, NETS)
     net, weights = current_format(args.net, "net"), current_format(args.weights, "weights")
     results = {net.parent.name or net.stem: apoz_overhead(net, weights, args.images, args.repeats)}
     print(line(next(iter(results)), results[next(iter(results))]), flush=True)

@@ -13,8 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from pytrim.cli.options import names, positive
-from pytrim.core.errors import BadInput
+from pytrim.cli.options import net_names, positive
 from pytrim.core.files import write_json
 from pytrim.experiments.bench_speed import NETS, bench_speed
 
@@ -29,10 +28,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace) -> dict[str, Any]:
-    chosen = names(args.nets) or []
-    unknown = [n for n in chosen if n not in NETS]
-    if unknown:
-        raise BadInput(f"--nets: unknown {', '.join(unknown)} (one of {', '.join(NETS)})")
+    chosen = net_names(args.nets, NETS)
     result = bench_speed(chosen, args.repeats, args.threads, (lambda _: None) if args.quiet else print)
     write_json(args.out, result)
     for key, value in result["summary"].items():

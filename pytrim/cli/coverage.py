@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pytrim.caffeio.zoo import write
-from pytrim.cli.options import names
+from pytrim.cli.options import net_names
 from pytrim.core.errors import BadInput
 from pytrim.core.files import write_json
 from pytrim.experiments.synthetic import Options, run, summary
@@ -33,10 +33,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def execute(args: argparse.Namespace) -> dict[str, Any]:
-    chosen = names(args.nets) or []
-    unknown = [n for n in chosen if n not in NETS]
-    if unknown:
-        raise BadInput(f"--nets: unknown {', '.join(unknown)} (one of {', '.join(NETS)})")
+    chosen = net_names(args.nets, NETS)
     if not 0 < args.fraction < 1:
         raise BadInput(f"--fraction {args.fraction}: a fraction in (0, 1)")
     results = {}

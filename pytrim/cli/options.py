@@ -19,6 +19,15 @@ def names(text: str | None) -> list[str] | None:
     return [name.strip() for name in text.split(",") if name.strip()] if text else None
 
 
+def net_names(text: str | None, known: tuple[str, ...] | list[str]) -> list[str]:
+    """--nets: comma-separated names, each one of `known` (one line naming the others)."""
+    chosen = names(text) or []
+    unknown = [name for name in chosen if name not in known]
+    if unknown:
+        raise BadInput(f"--nets: unknown {', '.join(unknown)} (one of {', '.join(known)})")
+    return chosen
+
+
 def numbers(text: str, cast: Callable[[str], Any] = float, option: str = "") -> tuple[Any, ...]:
     """A comma-separated list of numbers, each finite."""
     try:

@@ -15,8 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from pytrim.cli.options import finite, names, positive
-from pytrim.core.errors import BadInput
+from pytrim.cli.options import finite, net_names, positive
 from pytrim.core.files import write_json
 from pytrim.experiments.relief import NETS, ReliefSettings, lenet, run_relief
 
@@ -47,11 +46,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
 def execute(args: argparse.Namespace) -> dict[str, Any]:
     settings = ReliefSettings(args.alpha_conv, args.alpha_fc, args.rounds, args.images, args.seed,
                               args.finetune_iters, args.select_every, rewind=args.rewind)  # fmt: skip
-    unknown = [n for n in names(args.nets) or [] if n not in NETS]
-    if unknown:
-        raise BadInput(f"unknown net {unknown[0]!r} (lenet300 or lenet5)")
     report = {}
-    for name in names(args.nets) or []:
+    for name in net_names(args.nets, NETS):
         result = run_relief(lenet(name, args.data_dir), settings, args.out / name)
         report[name] = {"baseline": result["baseline"], "rounds": result["rounds"], "settings": result["settings"]}
         write_json(args.out / "report.json", report)

@@ -18,8 +18,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from pytrim.cli.options import add_workers, names, numbers, positive
-from pytrim.core.errors import BadInput
+from pytrim.cli.options import add_workers, names, net_names, numbers, positive
 from pytrim.core.files import shipped
 from pytrim.criteria.scores import CONNECTION, UNIT
 from pytrim.experiments.relief import NETS
@@ -65,10 +64,7 @@ def settings_of(args: argparse.Namespace) -> Settings:
 
 def execute(args: argparse.Namespace) -> dict[str, Any]:
     settings = settings_of(args)
-    unknown = [n for n in names(args.nets) or [] if n not in NETS]
-    if unknown:
-        raise BadInput(f"unknown net {unknown[0]!r} (lenet5 or lenet300)")
-    nets = {n: net_files(n) for n in names(args.nets) or []}
+    nets = {n: net_files(n) for n in net_names(args.nets, NETS)}
     d = args.data_dir
     data = Data(d / "train_lmdb", d / "val_lmdb", d / "test_lmdb")
     tasks = all_tasks(list(nets), names(args.criteria) or [], settings)

@@ -221,7 +221,8 @@ class OutputGuard:
     """Every path one command writes. Before any work: none is, contains or lies inside an
     input, no two are the same, and output folders are empty or this command's own (pytrim's
     marker). While it works the folders are claimed and locked. If it fails, the files it
-    wrote and the folders it created are removed (a resumable run keeps its folder)."""
+    wrote and the folders it created are removed (a resumable run keeps its folder once it
+    holds more than pytrim's marker)."""
 
     def __init__(self, kind: str, inputs: dict[str, Path | None], files: dict[str, Path | None],
                  folders: dict[str, Path | None], keep_folders: bool = False) -> None:  # fmt: skip
@@ -257,10 +258,10 @@ class OutputGuard:
         for path in self.files.values():
             if _state(path) != self.before[path]:
                 _remove(path)
-        if not self.keep_folders:
-            for folder in self.folders.values():
-                if self.before[folder] is None:
-                    _remove(folder)
+        for folder in self.folders.values():
+            bare = folder.is_dir() and {p.name for p in folder.iterdir()} <= {MARKER, LOCK}
+            if self.before[folder] is None and (bare or not self.keep_folders):
+                _remove(folder)  # a resumable run keeps a folder only when it holds work
 
 
 def clear_run_folder(folder: Path) -> None:

@@ -10,6 +10,7 @@ original and the cuts of one net timed interleaved in one process, pytrim.stats.
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 from collections.abc import Callable
@@ -96,4 +97,5 @@ def bench_speed(nets: list[str], repeats: int, threads: int | None, log: Callabl
                     f"  {row['fraction']:.2f} round_to {row['round_to']}: MACs {row['macs_ratio']:.2f}x, time "
                     f"{row['time_ratio_batch1']:.2f}x (batch 1), {row['time_ratio_batch8']:.2f}x (batch 8)"
                 )
-    return {"cases": rows, "summary": summary(rows), "repeats": repeats, **blas_config(), "threads": threads}
+    used = threads or os.cpu_count()
+    return {"cases": rows, "summary": summary(rows), "repeats": repeats, **blas_config(), "threads": used}
