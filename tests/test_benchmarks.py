@@ -83,6 +83,7 @@ def tiny_copy(name: str, d: Path) -> Path:
     schedule = re.sub(r"^iterations = \d+", "iterations = 2", schedule, flags=re.M)
     schedule = re.sub(r"^tolerance = \S+", "tolerance = 100.0", schedule, flags=re.M)
     schedule = re.sub(r"^finetune_iters = \d+", "finetune_iters = 4", schedule, flags=re.M)
+    schedule = re.sub(r"^scratch = \w+", "scratch = true", schedule, flags=re.M)  # the ablation on these topologies
     return write_net(d / "trim.toml", schedule + "\n")
 
 
