@@ -34,14 +34,14 @@ from pytrim.experiments.sweep import run_comparison
 from pytrim.experiments.sweep_tasks import Settings, Task
 from pytrim.feeds.image import Transform
 from pytrim.feeds.source import Feeder, Records, data_source
-from pytrim.scale.cluster import connected, run_remote, session, single_threaded
+from pytrim.scale.cluster import connected, run_remote, session, single_threaded, worker_env
 from pytrim.scale.shards import OrderedSum, lmdb_data_layer, merge, run_shard, shard_jobs, shard_ranges
 from pytrim.stats.collect import apoz_pass, collect
 from pytrim.stats.evaluate import evaluate, hits_pass
 from pytrim.stats.layer_data import collect_layer_data
 from pytrim.stats.statsfile import save_stats
 
-ONE_THREAD = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+ONE_THREAD = {**os.environ, **worker_env()}  # what Ray workers compute with: one thread, pinned kernels
 
 
 def h5_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -249,7 +249,8 @@ def test_bench_scale_times_one_pass_everywhere(small_net: dict[str, Path], tmp_p
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["identical_counts"] is True and result["images"] == 25
-    assert result["in_process_blas_threads"] == 1
+    assert result["in_process_blas"]["threads"] == 1
+    assert result["in_process_blas"]["core"] == (caffe_env.blas_coretype() or result["in_process_blas"]["core"])
     for key in ("in_process_seconds", "ray_1_worker_seconds", "ray_2_workers_seconds"):
         assert math.isfinite(result[key]) and result[key] > 0
     assert set(result["ray_start_and_first_run_seconds"]) == {"1", "2"}

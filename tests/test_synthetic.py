@@ -39,6 +39,7 @@ def test_full_size_resnet50_every_group_cut_and_verified(tmp_path: Path) -> None
     assert verified["ok"] and verified["exact"] and 0 < verified["max_relative_diff"] <= 1e-5  # a real comparison
     assert set(report["steps"]) == {"weights", "collect", "choose", "cut", "verify", "train", "speed"}
     assert all(step["seconds"] > 0 and step["peak_rss_mb"] > 0 for step in report["steps"].values())
+    assert report["machine"]["blas_threads"] == 1 and report["machine"]["cpu"]  # what the numbers came from
     assert report["params_before"] == 25_610_269  # the learnable 25,557,096 plus BatchNorm statistics
     assert report["params_after"] < 0.6 * report["params_before"]
     assert report["widths"]["res2a_branch1"] == 192 and report["widths"]["res5c_branch2b"] == 384  # 3/4 kept

@@ -198,6 +198,13 @@ def blas_config() -> dict[str, Any]:
     return {"blas_core": core, "blas_threads": threads, "cpu": cpu_info()["model"], "cores": os.cpu_count()}
 
 
+def pinned_machine() -> dict[str, Any]:
+    """What pytrim's children and Ray workers compute with (blas_env: the pinned kernels,
+    one thread) and the CPU: recorded in the reports whose numbers come from them."""
+    core = blas_coretype() or "auto (OpenBLAS's choice)"
+    return {"blas_core": core, "blas_threads": 1, "cpu": cpu_info()["model"], "cores": os.cpu_count()}
+
+
 def set_blas_threads(threads: int) -> int:
     """Set this process's OpenBLAS threads (libopenblas loaded by Caffe); the count it runs with."""
     import ctypes

@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from pytrim.caffeio.env import pinned_machine
 from pytrim.caffeio.zoo import write
 from pytrim.cli.options import net_names
 from pytrim.core.errors import BadInput
@@ -42,7 +43,7 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
         (deploy,) = write(name, folder / "prototxt", ["deploy"])
         print(f"{name}: synthetic run in {folder}", flush=True)
         opts = Options(args.fraction, images=4, batch=2, allow_inexact=True, repeats=args.repeats)
-        entry = results[name] = summary(run(deploy, folder, opts, log=lambda _: None))
+        entry = results[name] = summary(run(deploy, folder, opts, log=lambda _: None)) | {"machine": pinned_machine()}
         print(f"  {entry['trimmable']}/{entry['conv_ip_layers']} Convolution/InnerProduct layers trimmable; exact cuts "
               f"verify {entry['verify_exact_max_relative_diff']:.2g}; cut {entry['cut_seconds']:.1f} s, "
               f"{entry['cut_rss_over_caffemodel']:.2f}x the caffemodel's size", flush=True)  # fmt: skip

@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from pytrim.caffeio.env import pinned_machine
 from pytrim.cli.options import finite, net_names, positive
 from pytrim.core.files import write_json
 from pytrim.experiments.relief import NETS, ReliefSettings, lenet, run_relief
@@ -49,6 +50,7 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
     report = {}
     for name in net_names(args.nets, NETS):
         result = run_relief(lenet(name, args.data_dir), settings, args.out / name)
-        report[name] = {"baseline": result["baseline"], "rounds": result["rounds"], "settings": result["settings"]}
+        report[name] = {"baseline": result["baseline"], "rounds": result["rounds"], "settings": result["settings"],
+                        "machine": pinned_machine()}  # fmt: skip
         write_json(args.out / "report.json", report)
     return report

@@ -4,13 +4,15 @@ one process and on 1 and 2 Ray workers, and a small criteria sweep on 1 and 2 wo
 Like is compared with like: the timed pass is the same in every setting, the one a Ray worker
 runs (pytrim.scale.shards: the measuring net built from its text, the LMDB records fed by
 pytrim's reader, zeros counted), run once in this process and as 1 or 2 shards on Ray.
-Every run has one BLAS thread (this process's too: pytrim.caffeio.env.set_blas_threads).
+Every run has one BLAS thread and the same kernels (pytrim.scale.cluster.worker_env; the
+single process is started with it).
 Times are medians of `repeats` passes; the start of a local Ray and its first pass are timed
 on their own. Counts must be identical everywhere.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import shutil
 import statistics
 import subprocess
@@ -18,13 +20,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from pytrim.caffeio.env import load_caffe, set_blas_threads
+from pytrim.caffeio.env import blas_config, load_caffe
 from pytrim.caffeio.proto import read_net
 from pytrim.feeds.source import data_source
-from pytrim.scale.cluster import run_remote, session
+from pytrim.scale.cluster import run_remote, session, single_threaded
 from pytrim.scale.shards import ShardJob, merge, run_shard, shard_jobs
 from pytrim.stats.collect import apoz_pass, prepare
 
@@ -52,13 +55,19 @@ def timed(work: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     return statistics.median(times), result
 
 
-def in_process(jobs: Jobs, repeats: int) -> dict[str, Any]:
-    """The pass as one shard in this process, on one BLAS thread."""
+def timed_shard(job: ShardJob, repeats: int) -> dict[str, Any]:
+    """The median seconds of `repeats` runs of one shard job in this process, and its zeros."""
     load_caffe()
-    threads, job = set_blas_threads(1), jobs(1)[0]
     seconds, result = timed(lambda: run_shard(job), repeats)
     zeros = {blob: z.tolist() for blob, z in result["zeros"].items()}
-    return {"seconds": seconds, "zeros": zeros, "blas_threads": threads}
+    return {"seconds": seconds, "zeros": zeros, **blas_config()}
+
+
+def in_process(jobs: Jobs, repeats: int) -> dict[str, Any]:
+    """The pass as one shard in one plain process (no Ray), started with the workers'
+    environment (one BLAS thread, the same kernels)."""
+    with single_threaded(), ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(timed_shard, jobs(1)[0], repeats).result()
 
 
 def on_ray(jobs: Jobs, workers: int, repeats: int) -> dict[str, Any]:
@@ -97,7 +106,7 @@ def scaling(net: Path, weights: Path, images: int | None, repeats: int, sweep: l
         "images": two["images"],
         "pass": "the same shard pass everywhere (Input net, pytrim's LMDB reader, zero counting)",
         "in_process_seconds": round(alone["seconds"], 3),
-        "in_process_blas_threads": alone["blas_threads"],
+        "in_process_blas": {"threads": alone["blas_threads"], "core": alone["blas_core"]},
         "ray_1_worker_seconds": round(one["seconds"], 3),
         "ray_2_workers_seconds": round(two["seconds"], 3),
         "speedup_2_workers": round(one["seconds"] / two["seconds"], 3),

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from pytrim.caffeio.env import pinned_machine
 from pytrim.core.files import together, write_atomic, write_json
 from pytrim.experiments.sweep_tasks import Settings
 
@@ -98,7 +99,7 @@ def plot(report: dict[str, Any], path: Path) -> Path:
 
 def write_report(entries: list[dict], bases: dict, settings: Settings, out: Path, failed: list | None = None) -> dict:
     report = {"note": REPORT_NOTE, "settings": asdict(settings), "baselines": bases, "entries": entries,
-              "summary": summary(entries), "failed": failed or []}  # fmt: skip
+              "summary": summary(entries), "failed": failed or [], "machine": pinned_machine()}  # fmt: skip
     write_json(out / "report.json", report)
     write_atomic(out / "report.md", markdown(report))
     plot(report, out / "accuracy_vs_compression.png")

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from pytrim.caffeio.env import caffe_pb2, load_caffe
+from pytrim.caffeio.env import caffe_pb2, load_caffe, pinned_machine
 from pytrim.caffeio.netcheck import probe
 from pytrim.caffeio.proto import INPUT_LAYERS, read_net, read_solver, write_solver, write_text
 from pytrim.core.errors import BadInput
@@ -311,6 +311,7 @@ def run(net_path: Path, out: Path, opts: Options, log: Callable[[str], None] = p
     exact = exact_part(tv, weights, out, out / "selection.json", set(steps["cut"].result.get("inexact", {})))
     if exact is not None:
         report["verify_exact_groups"] = {key: exact[key] for key in ("ok", "exact", "max_relative_diff")}
+    report["machine"] = pinned_machine()
     write_json(out / "report.json", report)
     return report
 

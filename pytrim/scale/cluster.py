@@ -18,12 +18,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from pytrim.caffeio.env import blas_env
 from pytrim.core.errors import BadInput, StepFailed, user_message
 from pytrim.scale.shards import run_shard
 
 RETRIES = 2  # a worker that dies is retried this many times
 CONNECT_TIMEOUT = 10.0  # seconds to reach a cluster's head before giving up
-SINGLE_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def worker_env() -> dict[str, str]:
+    """What Ray workers compute with: one BLAS thread and the kernels pytrim's children use
+    (pytrim.caffeio.env.blas_env), so a sharded pass gives a single process's numbers."""
+    pinned = {key: value for key, value in blas_env(1).items() if value is not None}
+    return pinned | {"MKL_NUM_THREADS": "1"}
+
+
 # Joining a cluster: one attempt with short waits (about 10 s) instead of Ray's 20 attempts
 # of about 41 s each when the address answers but is not a Ray head.
 FAST_CONNECT = {
@@ -86,7 +95,7 @@ def import_ray(settings: dict[str, str]) -> Any:
 def join(ray: Any, address: str, options: dict[str, Any]) -> None:
     """Connect to the cluster at `address`, or one line saying why not."""
     try:
-        ray.init(address=address, runtime_env={"env_vars": SINGLE_THREAD}, **options)
+        ray.init(address=address, runtime_env={"env_vars": worker_env()}, **options)
     except (ConnectionError, RuntimeError, TimeoutError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BadInput(f"--ray-address {address}: cannot join the Ray cluster ({reason})") from None
@@ -130,9 +139,10 @@ def shared_local(workers: int | None) -> Iterator[str | None]:
 
 @contextlib.contextmanager
 def single_threaded() -> Iterator[None]:
-    """SINGLE_THREAD in this process's environment while Ray starts, then as it was."""
-    saved = {key: os.environ.get(key) for key in SINGLE_THREAD}
-    os.environ.update(SINGLE_THREAD)
+    """worker_env() in this process's environment while Ray starts, then as it was."""
+    env = worker_env()
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
     try:
         yield
     finally:
