@@ -16,6 +16,7 @@ from conftest import ROOT, assert_one_line_error, files_under, net_text, small_b
 from google.protobuf import text_format
 
 from pytrim.caffeio.caffemodel import Caffemodel
+from pytrim.caffeio.env import blas_coretype
 from pytrim.core.files import sha256_file
 from pytrim.loop.schedule import load_schedule
 from pytrim.stats.statsfile import load_stats
@@ -111,6 +112,9 @@ def test_tiny_loop_writes_report_and_resumes(problem: Path) -> None:
     assert {p.name for p in problem.glob("*.prototxt")} == before  # derived nets go inside the run folder
     rep = report(problem)
     assert rep["baseline"]["widths"] == "6-8-12-10" and rep["baseline"]["images"] == 40
+    machine = rep["baseline"]["machine"]  # what the children computed with: one thread, the pinned kernels
+    assert machine["blas_threads"] == 1 and machine["cpu"] and machine["cores"] >= 1
+    assert machine["blas_core"] == (blas_coretype() or machine["blas_core"])
     assert [e["widths"] for e in rep["iterations"]] == ["6-6-9-10", "6-5-7-10"]  # 25% of conv2 and ip1 each time
     first, second = rep["iterations"]
     assert rep["baseline"]["params"] > first["params"] > second["params"]
@@ -120,7 +124,8 @@ def test_tiny_loop_writes_report_and_resumes(problem: Path) -> None:
         assert entry["verify_max_relative_diff"] <= 1e-5
     state = json.loads((problem / "run/state.json").read_text())
     assert set(state["iterations"][0]["steps"]["verify"]["result"]["nets"]) == {"train_val", "deploy"}
-    assert "| Trim-2 | 6-5-7-10 |" in (problem / "run/report.md").read_text()
+    markdown = (problem / "run/report.md").read_text()
+    assert "| Trim-2 | 6-5-7-10 |" in markdown and "kernels, 1 thread per child process" in markdown
     for name in ("stats.h5", "selection.json", "train_val.prototxt", "deploy.prototxt", "trimmed.caffemodel",
                  "retrained.caffemodel", "apoz_conv2.png"):  # fmt: skip
         assert (problem / "run/iter-01" / name).is_file(), name

@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from pytrim.caffeio.env import blas_config
 from pytrim.caffeio.upgrade import current_format
 from pytrim.cli.options import add_feed, add_images, add_workers, feed_of, workers_of
 from pytrim.stats.evaluate import ACCURACY, evaluate
@@ -44,4 +45,4 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
     if args.metric != ACCURACY:
         print(f"{args.metric}: {result.scores.mean:.6g} (standard error {result.scores.stderr:.3g}) on "
               f"{result.images} images")  # fmt: skip
-    return result.to_json()
+    return result.to_json() | blas_config()  # what it computed with (recorded in the loop's report)

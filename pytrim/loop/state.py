@@ -25,7 +25,7 @@ STATE_VERSION = 2
 # Raise a step's number when a change to pytrim changes what that step produces.
 STEP_VERSIONS = {
     "train": 1,
-    "evaluate": 3,
+    "evaluate": 4,
     "collect": 2,
     "select": 2,
     "cut": 2,
