@@ -91,6 +91,22 @@ def _failure(
     return head + "".join(f"\n  {line}" for line in tail[-8:]), reason
 
 
+def follow(child: subprocess.Popen, out: Any, tail: deque[str], on_line: Callable[[str], None] | None) -> None:
+    """Copy the child's output to the log line by line (keeping its tail, calling `on_line`);
+    the child is killed if this is interrupted."""
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            out.write(line)
+            tail.append(line.rstrip("\n"))
+            if on_line is not None:
+                on_line(line)
+    except BaseException:
+        child.kill()
+        child.wait()
+        raise
+
+
 def run_child(
     args: list[str],
     log: Path,
@@ -123,16 +139,7 @@ def run_child(
             timer = threading.Timer(timeout, child.kill)
             timer.start()
         try:
-            assert child.stdout is not None
-            for line in child.stdout:
-                out.write(line)
-                tail.append(line.rstrip("\n"))
-                if on_line is not None:
-                    on_line(line)
-        except BaseException:
-            child.kill()
-            child.wait()
-            raise
+            follow(child, out, tail, on_line)
         finally:
             if timer is not None:
                 timer.cancel()

@@ -92,46 +92,39 @@ def train(
     out_caffemodel = Path(out_caffemodel)
     workdir = Path(workdir) if workdir else out_caffemodel.with_suffix(".train")
     workdir.mkdir(parents=True, exist_ok=True)
-    solver = write_solver(
-        solver_path,
-        workdir / "solver.prototxt",
-        net=str(net_path) if net_path else None,
-        max_iter=max_iter,
-        snapshot_prefix=str(workdir / "snapshot"),
-        snapshot_after_train=True,
-        **solver_changes,
-    )
+    solver = write_solver(solver_path, workdir / "solver.prototxt", net=str(net_path) if net_path else None,
+                          max_iter=max_iter, snapshot_prefix=str(workdir / "snapshot"), snapshot_after_train=True,
+                          **solver_changes)  # fmt: skip
     if not Path(solver.net).is_file():
         raise BadInput(f"net prototxt of the solver not found: {solver.net}")
     if weights is not None and not Path(weights).is_file():
         raise BadInput(f"initial weights not found: {weights}")
-    args = [caffe_tool("caffe"), "train", f"--solver={workdir / 'solver.prototxt'}"]
-    args += gpu
+    args = [caffe_tool("caffe"), "train", f"--solver={workdir / 'solver.prototxt'}", *gpu]
     args += [f"--weights={weights}"] if weights is not None else []
     watcher = LogWatcher(solver.max_iter, progress, workdir / "train.log")
     start = time.monotonic()
     try:
-        run_child(
-            args,
-            workdir / "train.log",
-            "caffe train",
-            on_line=watcher,
-            env=caffe_child_env() | blas_env(1),
-            error=CaffeCrashed,
-        )
+        run_child(args, workdir / "train.log", "caffe train", on_line=watcher, env=caffe_child_env() | blas_env(1),
+                  error=CaffeCrashed)  # fmt: skip
     finally:
         watcher.bar.close()
-    snapshot = workdir / f"snapshot_iter_{solver.max_iter}.caffemodel"
+    move(final_snapshot(workdir, solver.max_iter), out_caffemodel)
+    seconds = time.monotonic() - start
+    return TrainResult(out_caffemodel, solver.max_iter, watcher.loss, seconds, workdir / "train.log", watcher.tests)
+
+
+def final_snapshot(workdir: Path, iterations: int) -> Path:
+    """The snapshot `caffe train` wrote at the end, checked whole (a full disk leaves a
+    truncated one, which is removed and never moved into place)."""
+    snapshot = workdir / f"snapshot_iter_{iterations}.caffemodel"
     if not snapshot.is_file():
         raise CaffeCrashed(f"caffe train ended without writing {snapshot}; log: {workdir / 'train.log'}")
     try:
-        Caffemodel(snapshot).close()  # a full disk leaves a truncated snapshot: never moved into place
+        Caffemodel(snapshot).close()
     except BadInput as exc:
         snapshot.unlink(missing_ok=True)
         raise CaffeCrashed(f"caffe train wrote a damaged snapshot ({exc}); is {workdir} out of space?") from None
-    move(snapshot, out_caffemodel)
-    seconds = time.monotonic() - start
-    return TrainResult(out_caffemodel, solver.max_iter, watcher.loss, seconds, workdir / "train.log", watcher.tests)
+    return snapshot
 
 
 def init_weights(solver_path: str | Path, out: str | Path, net_path: str | Path | None = None) -> Path:
