@@ -8,10 +8,12 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import write_net
 
 from pytrim.caffeio.netcheck import probe
 from pytrim.caffeio.proto import read_net
+from pytrim.experiments.bench_speed import summary
 from pytrim.stats.cost import compare_cost, layer_macs, macs
 from pytrim.surgery.choose import Rule, choose
 
@@ -64,3 +66,21 @@ def test_the_timing_code_returns_positive_finite_medians(small_net: dict[str, Pa
     entry = found["nets"][0]
     assert entry["macs_ratio"] == 1.0 and entry["params_ratio"] == 1.0 and entry["speedup_batch4"] > 0
     assert found["blas_core"] and found["cpu"]
+
+
+def test_what_rounding_buys_is_judged_against_the_noise() -> None:
+    """bench-speed's summary: rounding pays only when its median gain, over the cases where
+    it changed the widths, beats the spread of cases timed twice with the same widths."""
+
+    def row(net: str, round_to: int, params: float, e1: float, e8: float) -> dict:
+        return {"net": net, "fraction": 0.5, "round_to": round_to, "params_ratio": params,
+                "efficiency_batch1": e1, "efficiency_batch8": e8}  # fmt: skip
+
+    same = [row("a", 1, 2.0, 0.80, 0.80), row("a", 8, 2.0, 0.85, 0.78)]  # noise: 0.05 and 0.02
+    changed = [row("b", 1, 3.0, 0.70, 0.70), row("b", 8, 2.9, 0.80, 0.74)]  # gains: 0.10 and 0.04
+    found = summary(same + changed)["rounding_8"]
+    assert found["noise_batch1"] == pytest.approx(0.05) and found["median_gain_batch1"] == pytest.approx(0.10)
+    assert found["better"] is True
+    small = [row("b", 1, 3.0, 0.70, 0.70), row("b", 8, 2.9, 0.72, 0.71)]  # gains below the noise
+    assert summary(same + small)["rounding_8"]["better"] is False
+    assert summary(same + changed)["round_to_1"]["min_efficiency_batch1"] == pytest.approx(0.70)

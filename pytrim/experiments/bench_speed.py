@@ -70,8 +70,8 @@ def one_net(name: str, tmp: Path, repeats: int, threads: int | None) -> list[dic
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per rounding and batch: the median and the lowest efficiency over nets and cut sizes;
-    `better`: the rounding with the higher medians."""
+    """Per rounding and batch: the median and the lowest efficiency over nets and cut sizes,
+    and what rounding buys (rounding_8)."""
     found: dict[str, Any] = {}
     for round_to in ROUNDINGS:
         chosen = [r for r in rows if r["round_to"] == round_to]
@@ -80,8 +80,27 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             found[f"round_to_{round_to}"] = found.get(f"round_to_{round_to}", {}) | {
                 f"median_efficiency_batch{batch}": statistics.median(values),
                 f"min_efficiency_batch{batch}": min(values)}  # fmt: skip
-    score = {k: v["median_efficiency_batch1"] + v["median_efficiency_batch8"] for k, v in found.items()}
-    found["better"] = max(score, key=score.get)
+    found["rounding_8"] = rounding_gain(rows)
+    return found
+
+
+def rounding_gain(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What round_to 8 buys: the median efficiency gain over the cases where rounding changed
+    the widths, against the noise, the largest difference between the two timings of a case
+    where it changed nothing (the same widths timed twice). `better`: whether the gain
+    exceeds the noise at both batch sizes."""
+    found: dict[str, Any] = {}
+    pairs = [(a, b) for a in rows for b in rows if a["round_to"] == 1 and b["round_to"] == 8
+             and (a["net"], a["fraction"]) == (b["net"], b["fraction"])]  # fmt: skip
+    for batch in (1, 8):
+        key = f"efficiency_batch{batch}"
+        changed = [b[key] - a[key] for a, b in pairs if b["params_ratio"] != a["params_ratio"]]
+        same = [abs(b[key] - a[key]) for a, b in pairs if b["params_ratio"] == a["params_ratio"]]
+        found[f"median_gain_batch{batch}"] = statistics.median(changed) if changed else None
+        found[f"noise_batch{batch}"] = max(same) if same else None
+    found["better"] = all(
+        found[f"median_gain_batch{b}"] is not None and found[f"noise_batch{b}"] is not None
+        and found[f"median_gain_batch{b}"] > found[f"noise_batch{b}"] for b in (1, 8))  # fmt: skip
     return found
 
 
