@@ -6,17 +6,7 @@ from __future__ import annotations
 from conftest import ROOT, assert_one_line_error, pytrim
 
 from pytrim.cli import COMMANDS, parser_of
-from pytrim.cli.vocabulary import VOCABULARY, table
-
-
-def option_users() -> dict[str, list[str]]:
-    users: dict[str, list[str]] = {}
-    for name in COMMANDS:
-        for action in parser_of(name)._actions:
-            for option in action.option_strings:
-                if option.startswith("--"):
-                    users.setdefault(option, []).append(name)
-    return users
+from pytrim.cli.vocabulary import VOCABULARY, option_users, table
 
 
 def test_every_commands_options_are_in_the_vocabulary() -> None:
@@ -28,6 +18,8 @@ def test_every_commands_options_are_in_the_vocabulary() -> None:
 
 
 def test_readme_shows_the_vocabulary() -> None:
+    shown = pytrim("vocabulary")
+    assert shown.returncode == 0 and shown.stdout.strip() == table(option_users())
     assert table(option_users()) in (ROOT / "README.md").read_text(), "README's vocabulary table is stale"
 
 

@@ -52,6 +52,7 @@ COMMANDS = {
     "prepare-imagenet": ("prepare_imagenet", "ImageNet as LMDB for VGG-16"),
     "zoo": ("zoo", "write a public model-zoo net (ResNet-50, GoogLeNet, MobileNet, ...) as prototxt"),
     "probe": ("probe", "build a net in Caffe and report its blob and parameter shapes"),
+    "vocabulary": ("vocabulary", "every option of every command, with its one meaning (README's table)"),
 }
 RESULT_HELP = "also write the result as JSON to this file"
 NET_OPTIONS = ("--net", "--deploy", "--trimmed-net")  # prototxts: the data they read are inputs too

@@ -4,10 +4,16 @@ One name per concept: `--finetune-iters` is always the solver iterations of a re
 `--images` always how many images are used (the first N), `--out` always what a command
 writes (a file or a folder), `--feed` a deploy net's images and `--data-dir` a folder of
 train/val/test LMDBs, per-layer lists are always LAYER=VALUE,LAYER=VALUE. README.md's table
-is `table()`; tests/test_cli.py holds every command's --help to this list.
+is what this command prints (`python -m pytrim vocabulary`); tests/test_cli.py holds every
+command's --help to this list.
 """
 
 from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from pytrim.cli import COMMANDS, parser_of
 
 VOCABULARY: dict[str, str] = {
     "--help": "this help",
@@ -128,3 +134,24 @@ def table(users: dict[str, list[str]]) -> str:
         shown = "every command" if len(commands) > 10 else ", ".join(commands)
         lines.append(f"| `{option}` | {meaning} | {shown} |")
     return "\n".join(lines)
+
+
+def option_users() -> dict[str, list[str]]:
+    """Every option any command takes -> the commands that take it (from their parsers)."""
+    users: dict[str, list[str]] = {}
+    for name in COMMANDS:
+        for action in parser_of(name)._actions:
+            for option in action.option_strings:
+                if option.startswith("--"):
+                    users.setdefault(option, []).append(name)
+    return users
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    """No options of its own."""
+
+
+def execute(args: argparse.Namespace) -> dict[str, Any]:
+    users = option_users()
+    print(table(users))
+    return {"options": users}
