@@ -20,6 +20,7 @@ from pytrim.graph.build import net_graph
 from pytrim.graph.queries import neighbours
 from pytrim.loop.plan import candidates, split
 from pytrim.stats.evaluate import Scores, paired
+from pytrim.stats.statsfile import load_stats
 
 
 def test_paired_difference_and_its_standard_error() -> None:
@@ -99,6 +100,12 @@ def test_the_benchmark_schedules_run_shortened(name: str, tmp_path: Path) -> Non
     assert first["verify_max_relative_diff"] <= 1e-5 and first["params"] < report["baseline"]["params"]
     assert first["cost"]["macs_ratio"] > 1 and math.isfinite(first["difference_stderr"])
     assert report["scratch"]["widths"] == report["final"]["widths"] or report["final"]["iteration"] == 0
+    for entry in report["iterations"]:  # the plan offers only groups measured after a ReLU (APoZ's domain)
+        stats = load_stats(tmp_path / f"run/iter-{entry['iteration']:02d}/stats.h5")
+        assert all(stats.find(name).relu for name in entry["plan"]["trimmed"]), entry["plan"]
+    if name == "mobilenet_fm":  # its linear projections have no ReLU: measured, never offered
+        linear = [group for group in stats.layers if group.endswith("/linear")]
+        assert linear and not any(stats.find(group).relu for group in linear)
 
 
 EUCLIDEAN = """name = "regression"

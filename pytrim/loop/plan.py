@@ -3,7 +3,9 @@ highest mean APoZ and then trims their neighbours too. On the channel-dependency
 first iteration trims the `auto_start` trimmable groups of highest mean APoZ; each later
 iteration trims the groups the iteration before trimmed and the groups adjacent to them in
 the graph (pytrim.graph.queries.neighbours); a group whose rule selects nothing drops out for
-good. Every choice is recorded with its reason (mean APoZ, rank, adjacency) for the report.
+good. Only groups whose outputs pass a ReLU take part: APoZ is a property of ReLU outputs, and
+a group without one (a MobileNet v2 block's linear projection) would count its negative half
+as zeros. Every choice is recorded with its reason (mean APoZ, rank, adjacency) for the report.
 """
 
 from __future__ import annotations

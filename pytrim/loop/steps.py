@@ -226,7 +226,8 @@ def offered(run: Run, it: Iteration, collected: dict[str, Any]) -> dict[str, str
         return {name: "listed in the schedule" for name in it.plan.layers}
     touching = neighbours(net_graph(it.source.net, allow_inexact=run.s.allow_inexact)[1])
     previous = run.state.data["iterations"][: it.number - 1]
-    return auto.candidates(it.number, previous, mean_apoz(collected), touching, run.s.auto_start)
+    measured = {name: v["mean"] for name, v in collected["layers"].items() if v["relu"]}  # APoZ is of ReLU outputs
+    return auto.candidates(it.number, previous, measured, touching, run.s.auto_start)
 
 
 def select_step(run: Run, it: Iteration, collected: dict[str, Any]) -> dict[str, Any]:
