@@ -14,7 +14,8 @@ from conftest import write_net
 from pytrim.caffeio.netcheck import probe
 from pytrim.caffeio.proto import read_net
 from pytrim.experiments.bench_speed import summary
-from pytrim.stats.cost import compare_cost, layer_macs, macs
+from pytrim.loop.report import cost_cells
+from pytrim.stats.cost import UNSTEADY, compare_cost, layer_macs, macs, spread
 from pytrim.surgery.choose import Rule, choose
 
 TINY = """layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 4 dim: 8 dim: 8 } } }
@@ -65,7 +66,17 @@ def test_the_timing_code_returns_positive_finite_medians(small_net: dict[str, Pa
         assert all(math.isfinite(s) and s > 0 for s in timed["speedup"]) and timed["speedup"][0] == 1.0
     entry = found["nets"][0]
     assert entry["macs_ratio"] == 1.0 and entry["params_ratio"] == 1.0 and entry["speedup_batch4"] > 0
+    assert entry["spread_batch4"] == 0.0  # three rounds: too few to judge the spread
     assert found["blas_core"] and found["cpu"]
+
+
+def test_a_timing_whose_rounds_disagree_is_flagged_in_the_report() -> None:
+    assert spread([1.0, 1.0, 1.0, 1.0]) == 0.0 and spread([1.0, 1.0]) == 0.0
+    assert spread([0.5, 1.0, 2.0, 40.0]) > UNSTEADY  # a busy machine: the rounds disagree
+    steady = {"macs_ratio": 2.0, "speedup_batch1": 1.5, "spread_batch1": 0.01, "speedup_batch32": 1.4}
+    busy = steady | {"speedup_batch32": 60.5, "spread_batch32": 3.0}
+    assert cost_cells(steady) == ["2.00x", "1.50x", "1.40x"]
+    assert cost_cells(busy) == ["2.00x", "1.50x", "60.50x?"]
 
 
 def test_what_rounding_buys_is_judged_against_the_noise() -> None:

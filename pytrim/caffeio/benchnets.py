@@ -42,9 +42,10 @@ def unit(n: Any, name: str, bottom: Any, out: int, kernel: int, stride: int = 1,
 
 
 def resnet_fm(n: Any, data: Any) -> Any:
-    """conv1 (16) and stages res1 (16), res2 (32, stride 2), res3 (64, stride 2) of one basic block."""
-    x, channels = relu(n, "conv1/relu", unit(n, "conv1", data, 16, 3)), 16
-    for stage, width in enumerate((16, 32, 64), 1):
+    """conv1 (32, stride 2) and stages res1 (32), res2 (64, stride 2), res3 (128, stride 2) of one
+    basic block."""
+    x, channels = relu(n, "conv1/relu", unit(n, "conv1", data, 32, 3, 2)), 32
+    for stage, width in enumerate((32, 64, 128), 1):
         stride, block = (1 if stage == 1 else 2), f"res{stage}"
         y = relu(n, f"{block}_a/relu", unit(n, f"{block}_a", x, width, 3, stride))
         y = unit(n, f"{block}_b", y, width, 3)

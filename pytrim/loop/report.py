@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pytrim.core.files import together, write_atomic, write_json
+from pytrim.stats.cost import UNSTEADY
 from pytrim.stats.evaluate import ACCURACY
 from pytrim.stats.statsfile import load_stats
 
@@ -80,11 +81,13 @@ def ratio(value: float | None) -> str:
 
 
 def cost_cells(cost: dict[str, Any] | None) -> list[str]:
-    """MACs ratio and forward-time speedups at batch 1 and the larger batch."""
+    """MACs ratio and forward-time speedups at batch 1 and the larger batch ("?": the timing's
+    rounds disagreed, pytrim.stats.cost.UNSTEADY)."""
     cost = cost or {}
-    speedups = [v for k, v in sorted(cost.items(), key=lambda kv: len(kv[0])) if k.startswith("speedup_batch")]
-    return [ratio(cost.get("macs_ratio")), ratio(speedups[0] if speedups else None),
-            ratio(speedups[1] if len(speedups) > 1 else None)]  # fmt: skip
+    batches = sorted((k.removeprefix("speedup_batch") for k in cost if k.startswith("speedup_batch")), key=int)
+    cells = [ratio(cost[f"speedup_batch{b}"]) + ("?" if cost.get(f"spread_batch{b}", 0) > UNSTEADY else "")
+             for b in batches]  # fmt: skip
+    return [ratio(cost.get("macs_ratio")), *[*cells, "", ""][:2]]
 
 
 def iteration_row(report: dict[str, Any], it: dict[str, Any]) -> dict[str, str]:
@@ -194,6 +197,9 @@ def notes(report: dict[str, Any]) -> str:
     if machine.get("cpu"):
         text += (f" Computed on {machine['cpu']} ({machine['cores']} cores) with OpenBLAS {machine['blas_core']} "
                  f"kernels, {machine['blas_threads']} thread per child process.")  # fmt: skip
+    if any("?" in cell for it in report["iterations"] for cell in cost_cells(it.get("cost"))):
+        text += (f" A speed marked ? was timed while the machine was busy (its rounds disagreed by more than "
+                 f"{UNSTEADY:.0%}): time it again with `python -m pytrim speed`.")  # fmt: skip
     return text
 
 

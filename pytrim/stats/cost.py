@@ -108,7 +108,21 @@ def time_forward(nets: list[tuple[Path, Path | None]], batch: int, repeats: int 
     rounds = [[sample(net, n) for net, n in zip(built, counts, strict=True)] for _ in range(max(1, repeats))]
     seconds = [statistics.median(r[i] for r in rounds) for i in range(len(built))]
     ratios = [statistics.median(r[0] / r[i] for r in rounds) for i in range(len(built))]
-    return {"batch": batch, "repeats": repeats, "seconds": seconds, "speedup": ratios, **blas_config()}
+    spreads = [spread([r[0] / r[i] for r in rounds]) for i in range(len(built))]
+    return {"batch": batch, "repeats": repeats, "seconds": seconds, "speedup": ratios, "spread": spreads,
+            **blas_config()}  # fmt: skip
+
+
+UNSTEADY = 0.2  # a timing whose rounds disagree by more than this (relative spread) is flagged
+
+
+def spread(values: list[float]) -> float:
+    """How much the rounds of a timing disagree: the interquartile range over the median (0 for
+    fewer than 4 rounds: too few to tell). Large when the machine was busy while timing."""
+    if len(values) < 4:
+        return 0.0
+    q1, median, q3 = np.percentile(values, [25, 50, 75])
+    return float((q3 - q1) / median) if median else 0.0
 
 
 def timing_batches(net_path: str | Path) -> list[int]:
@@ -134,8 +148,9 @@ def compare_cost(reference: tuple[Path, Path | None], others: list[tuple[Path, P
     for batch in [] if repeats < 1 else batches or timing_batches(reference[0]):
         timed = time_forward([reference, *others], batch, repeats)
         timing[str(batch)] = timed
-        for entry, speedup in zip(entries, timed["speedup"][1:], strict=True):
+        for entry, speedup, wobble in zip(entries, timed["speedup"][1:], timed["spread"][1:], strict=True):
             entry[f"speedup_batch{batch}"] = speedup
+            entry[f"spread_batch{batch}"] = wobble
     return {"reference": base, "nets": entries, "timing": timing, "threads": used, **blas_config()}
 
 
@@ -150,6 +165,7 @@ def cost_of_cut(net: Path, weights: Path, trimmed_net: Path, trimmed_weights: Pa
 def cost_text(cost: dict[str, Any]) -> str:
     """', 1.48x faster at batch 1, 1.61x at batch 8' (empty without timing)."""
     speedups = [(key.removeprefix("speedup_batch"), value) for key, value in cost.items() if key.startswith("speedup")]
-    parts = [f"{value:.2f}x faster at batch {batch}" if i == 0 else f"{value:.2f}x at batch {batch}"
+    parts = [(f"{value:.2f}x faster at batch {batch}" if i == 0 else f"{value:.2f}x at batch {batch}")
+             + (" (unsteady: the machine was busy)" if cost.get(f"spread_batch{batch}", 0) > UNSTEADY else "")
              for i, (batch, value) in enumerate(speedups)]  # fmt: skip
     return ", " + ", ".join(parts) if parts else ""
