@@ -1,14 +1,15 @@
 """pytrim's Fashion-MNIST benchmark nets beyond LeNet chains, generated with pycaffe's NetSpec:
 the topologies the trimming loop must survive, small enough to train on two cores.
 
-    resnet_fm      a CIFAR-style ResNet: conv1 + three stages of one basic block each (16, 32,
-                   64 channels; BatchNorm + Scale, Eltwise SUM, 1x1 projection shortcuts where
-                   the width or size changes), global average pooling, fc (10)
+    resnet_fm      a CIFAR-style ResNet: conv1 (stride 2) + three stages of one basic block each
+                   (32, 64, 128 channels; BatchNorm + Scale, Eltwise SUM, 1x1 projection
+                   shortcuts where the width or size changes), global average pooling, fc (10)
     mobilenet_fm   MobileNet v2-style inverted residual blocks: conv1 (stride 2), blocks of a 1x1
                    expansion, a 3x3 depthwise convolution and a linear 1x1 projection, residual
                    Eltwise where shapes allow, a 1x1 head (128), global average pooling, fc (10)
     squeezenet_fm  SqueezeNet-style fire modules (a 1x1 squeeze, then 1x1 and 3x3 expands joined
-                   by Concat), no BatchNorm, a 1x1 classifier convolution and global average pooling
+                   by Concat), with BatchNorm + Scale, a 1x1 classifier convolution (no ReLU on the
+                   class scores) and global average pooling
 
 Their BatchNorm layers average statistics with moving_average_fraction 0.9 (not Caffe's
 0.999): with a few thousand iterations at a high rate the slower average lags the weights and
@@ -78,22 +79,24 @@ def mobilenet_fm(n: Any, data: Any) -> Any:
 
 
 def fire(n: Any, name: str, x: Any, squeeze: int, expand: int) -> Any:
-    msra = filler("msra")
-    s = relu(n, f"{name}/squeeze/relu", conv(n, f"{name}/squeeze", x, squeeze, 1, weights=msra))
-    e1 = relu(n, f"{name}/expand1x1/relu", conv(n, f"{name}/expand1x1", s, expand, 1, weights=msra))
-    e3 = relu(n, f"{name}/expand3x3/relu", conv(n, f"{name}/expand3x3", s, expand, 3, pad=1, weights=msra))
+    """A fire module: a 1x1 squeeze, then 1x1 and 3x3 expands joined by Concat (each with
+    BatchNorm + Scale and a ReLU)."""
+    s = relu(n, f"{name}/squeeze/relu", unit(n, f"{name}/squeeze", x, squeeze, 1))
+    e1 = relu(n, f"{name}/expand1x1/relu", unit(n, f"{name}/expand1x1", s, expand, 1))
+    e3 = relu(n, f"{name}/expand3x3/relu", unit(n, f"{name}/expand3x3", s, expand, 3))
     n[f"{name}/concat"] = L.Concat(e1, e3)
     return n[f"{name}/concat"]
 
 
 def squeezenet_fm(n: Any, data: Any) -> Any:
-    """conv1 (32), pool, fire2-3 (16/32+32), pool, fire4-5 (32/64+64), conv10 (10), global pool."""
-    x = relu(n, "conv1/relu", conv(n, "conv1", data, 32, 3, pad=1, weights=filler("msra")))
+    """conv1 (32), pool, fire2-3 (16/32+32), pool, fire4-5 (32/64+64), conv10 (10, no ReLU),
+    global average pooling."""
+    x = relu(n, "conv1/relu", unit(n, "conv1", data, 32, 3))
     x = pool(n, "pool1", x, "MAX", 2, 2)
     x = fire(n, "fire3", fire(n, "fire2", x, 16, 32), 16, 32)
     x = pool(n, "pool3", x, "MAX", 2, 2)
     x = fire(n, "fire5", fire(n, "fire4", x, 32, 64), 32, 64)
-    x = relu(n, "conv10/relu", conv(n, "conv10", x, 10, 1, weights=filler("gaussian", 0.01)))
+    x = conv(n, "conv10", x, 10, 1, weights=filler("gaussian", 0.01))
     return pool(n, "pool10", x, "AVE")
 
 
