@@ -4,6 +4,7 @@ a lock against a second run, the stop rules and the schedule's own checks."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -125,6 +126,10 @@ def test_tiny_loop_writes_report_and_resumes(problem: Path) -> None:
     state = json.loads((problem / "run/state.json").read_text())
     assert set(state["iterations"][0]["steps"]["verify"]["result"]["nets"]) == {"train_val", "deploy"}
     markdown = (problem / "run/report.md").read_text()
+    final = rep["final"]  # paired with the baseline on the test set too (reported, never deciding)
+    assert math.isfinite(final["test_difference"]) and final["test_difference_stderr"] >= 0
+    assert final["test_difference"] == pytest.approx(final["top1"] - rep["baseline"]["top1"])
+    assert "± " in markdown.split("Result:")[1].splitlines()[0] and "paired)" in markdown
     assert "| Trim-2 | 6-5-7-10 |" in markdown and "kernels, 1 thread per child process" in markdown
     for name in ("stats.h5", "selection.json", "train_val.prototxt", "deploy.prototxt", "trimmed.caffemodel",
                  "retrained.caffemodel", "apoz_conv2.png"):  # fmt: skip
@@ -132,7 +137,7 @@ def test_tiny_loop_writes_report_and_resumes(problem: Path) -> None:
     # The same command again: nothing is redone.
     stamps = {p: mtime(p) for p in (problem / "run").rglob("*.caffemodel")}
     again = trim(problem)
-    assert again.returncode == 0 and "resuming" in again.stdout and "again" not in again.stdout
+    assert again.returncode == 0 and "resuming" in again.stdout and "computing it again" not in again.stdout
     assert {p: mtime(p) for p in stamps} == stamps
     # A third iteration: iterations 1 and 2 are kept.
     assert trim(problem, "--iterations", "3").returncode == 0

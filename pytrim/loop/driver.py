@@ -47,6 +47,7 @@ def keep_better(run: Run, it: Iteration, before: dict, after: dict | None) -> di
     else:
         kept, weights, result = "retrained", it.retrained, after
     record.update(kept=kept, weights=str(weights), top1=result["test"]["top1"], decide=result["decide"])
+    record["test_scores"] = result["test"]["scores"]
     record.update(top1_stderr=result["test"]["top1_stderr"], val_top1=(result["val"] or {}).get("top1"))
     record.update(value=result["test"]["value"], val_value=(result["val"] or {}).get("value"))
     return record

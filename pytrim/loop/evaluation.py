@@ -73,6 +73,8 @@ def judge(run: Run, base: dict[str, Any], record: dict[str, Any]) -> None:
     on = "validation" if run.s.val_data is not None else "test"
     record.update(difference=difference, difference_stderr=stderr, loss=loss, loss_stderr=noise)
     record["accepted"] = loss <= run.s.tolerance
+    test = paired(Scores.load(base["test_scores"]), Scores.load(record["test_scores"]))  # reported, never decides
+    record.update(test_difference=test[0], test_difference_stderr=test[1])
     record["stopped"] = None
     if loss > run.s.tolerance + noise:
         record["stopped"] = (f"{on} {run.s.metric} is {loss:.3g} below the baseline's, beyond the tolerance of "

@@ -6,9 +6,11 @@ the final net's included (apoz_histograms.png).
 report.json: `baseline` {widths, params, top1, top1_stderr, top5, images, val_top1, value,
 stderr, machine}; `iterations` [{iteration, layers, plan, widths, params, compression, cost
 (params/MACs/bytes ratios, speedup_batch1/speedup_batchN), top1_trimmed, top1_retrained,
-value_trimmed, value_retrained, kept, top1, val_top1, value, difference, difference_stderr,
-loss, loss_stderr, accepted, stopped, mean_apoz, verify_max_relative_diff, curve, seconds}];
-`final` {iteration, widths, params, compression, top1, value, cost, mean_apoz}; `scratch`
+value_trimmed, value_retrained, kept, top1, val_top1, value, difference, difference_stderr (on
+the deciding split), test_difference, test_difference_stderr (on the test set: reported, never
+deciding), loss, loss_stderr, accepted, stopped, mean_apoz, verify_max_relative_diff, curve,
+seconds}]; `final` {iteration, widths, params, compression, top1, value, cost,
+test_difference, test_difference_stderr, mean_apoz}; `scratch`
 {widths, params, top1, value, iterations, mean_apoz}; `inherited_minus_scratch_top1`;
 `metric`, `tolerance`, `decisions_on` ("validation" or "test").
 """
@@ -27,7 +29,8 @@ ITERATION_KEYS = (
     "iteration", "layers", "plan", "widths", "params", "compression", "cost", "top1_trimmed", "top1_trimmed_nofold",
     "top1_retrained", "top5_trimmed", "top5_retrained", "value_trimmed", "value_retrained", "val_top1_trimmed",
     "val_top1_retrained", "kept", "top1", "val_top1", "top1_stderr", "value", "val_value", "difference",
-    "difference_stderr", "loss", "loss_stderr", "accepted", "mean_apoz", "verify_max_relative_diff", "stopped", "curve",
+    "difference_stderr", "test_difference", "test_difference_stderr", "loss", "loss_stderr", "accepted",
+    "mean_apoz", "verify_max_relative_diff", "stopped", "curve",
 )  # fmt: skip
 
 
@@ -52,7 +55,8 @@ def build(state: dict[str, Any], val: bool, metric: str = ACCURACY, tolerance: f
     report: dict[str, Any] = {"baseline": {key: base.get(key) for key in keys}, "iterations": iteration_entries(state)}
     accepted = state.get("final_iteration", 0)
     final = state["iterations"][accepted - 1] if accepted else base
-    report["final"] = {key: final.get(key) for key in ("widths", "params", "top1", "value", "cost")}
+    report["final"] = {key: final.get(key) for key in ("widths", "params", "top1", "value", "cost", "test_difference",
+                                                      "test_difference_stderr")}  # fmt: skip
     report["final"] |= {"iteration": accepted, "compression": round(base["params"] / final["params"], 4)}
     report["final"]["mean_apoz"] = (state.get("final") or {}).get("mean_apoz") if accepted else None
     report["scratch"] = {}
@@ -168,8 +172,12 @@ def result_line(report: dict[str, Any]) -> str:
     if final.get("cost"):
         text += f", {final['cost']['macs_ratio']:.2f}x fewer MACs"
     scale, unit = (100, " points") if m == ACCURACY else (1, "")
-    text += (f", {m} {shown(final['value'], m)} (baseline {shown(base['value'], m)}, "
-             f"{scale * (final['value'] - base['value']):+.2f}{unit}).")  # fmt: skip
+    text += f", {m} {shown(final['value'], m)} (baseline {shown(base['value'], m)}, "
+    if final.get("test_difference_stderr") is not None:  # paired with the baseline, image by image
+        text += (f"{scale * final['test_difference']:+.2f} ± {scale * final['test_difference_stderr']:.2f}{unit}, "
+                 "paired).")  # fmt: skip
+    else:
+        text += f"{scale * (final['value'] - base['value']):+.2f}{unit})."
     scratch = report.get("scratch") or {}
     if scratch:
         diff = scale * report["inherited_minus_scratch_value"]

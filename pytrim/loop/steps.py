@@ -190,6 +190,7 @@ def baseline(run: Run) -> dict[str, Any]:
     test = measured["test"]
     record.update(widths=widths_text(s.net), params=count_params(s.weights), top1=test["top1"], top5=test["top5"])
     record.update(images=test["images"], top1_stderr=test["top1_stderr"], decide=measured["decide"])
+    record["test_scores"] = test["scores"]
     record.update(value=test["value"], stderr=test["stderr"], val_top1=(measured["val"] or {}).get("top1"))
     record.update(val_value=(measured["val"] or {}).get("value"), machine=machine(test))
     run.state.save()
