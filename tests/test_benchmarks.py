@@ -53,6 +53,20 @@ def test_the_automated_plan_starts_high_and_spreads_to_neighbours() -> None:
     assert "c" not in third and "a" in third  # c dropped out for good; a is adjacent to b
 
 
+def test_the_plan_looks_through_groups_without_a_relu() -> None:
+    """MobileNet v2: an expansion touches only linear projections (no ReLU, not offered); the
+    expansions beyond them are its neighbours."""
+    _, graph = net_graph(ROOT / "prototxt/mobilenet_fm/deploy.prototxt")
+    touching = neighbours(graph)
+    linear = {name for name in touching if name.endswith("/linear")}
+    assert linear and touching["block2_2/expand"] <= linear
+    measured = {name: 0.5 for name in touching if name not in linear}
+    plan = {"trimmed": ["block2_2/expand"], "dropped": {}}
+    second = candidates(2, [{"plan": plan}], measured, touching, start=1)
+    assert not linear & set(second) and {"block2_1/expand", "block3_1/expand"} <= set(second)
+    assert "through block2_1/linear (no ReLU)" in second["block3_1/expand"]
+
+
 def test_neighbours_follow_the_channel_graph() -> None:
     _, graph = net_graph(ROOT / "prototxt/resnet_fm/deploy.prototxt")
     touching = neighbours(graph)

@@ -5,7 +5,9 @@ iteration trims the groups the iteration before trimmed and the groups adjacent 
 the graph (pytrim.graph.queries.neighbours); a group whose rule selects nothing drops out for
 good. Only groups whose outputs pass a ReLU take part: APoZ is a property of ReLU outputs, and
 a group without one (a MobileNet v2 block's linear projection) would count its negative half
-as zeros. Every choice is recorded with its reason (mean APoZ, rank, adjacency) for the report.
+as zeros. Adjacency looks through such a group: in MobileNet v2 a block's expansion touches
+only linear projections, and the groups beyond them (the next blocks' expansions) are its
+neighbours. Every choice is recorded with its reason (mean APoZ, rank, adjacency) for the report.
 """
 
 from __future__ import annotations
@@ -28,10 +30,28 @@ def candidates(number: int, previous: list[dict[str, Any]], mean_apoz: dict[str,
         return {name: f"highest {apoz(name)}" for name in ranked[:start] if name not in dropped}
     found = {name: f"trimmed in iteration {number - 1}, {apoz(name)}" for name in trimmed if name not in dropped}
     for name in trimmed:
-        for other in sorted(touching.get(name, ())):
-            if other not in found and other not in dropped and other in rank:
-                found[other] = f"adjacent to {name} (trimmed in iteration {number - 1}), {apoz(other)}"
+        for other, via in sorted(adjacent(name, touching, rank).items()):
+            if other not in found and other not in dropped:
+                through = f" through {via} (no ReLU)" if via else ""
+                found[other] = f"adjacent to {name}{through} (trimmed in iteration {number - 1}), {apoz(other)}"
     return dict(sorted(found.items(), key=lambda item: rank[item[0]]))
+
+
+def adjacent(name: str, touching: dict[str, set[str]], measured: dict[str, int]) -> dict[str, str]:
+    """The measured groups adjacent to `name`, directly ("") or through groups that are not
+    measured (the first of them named): group -> via."""
+    found: dict[str, str] = {}
+    seen, frontier = {name}, [(other, "") for other in sorted(touching.get(name, ()))]
+    while frontier:
+        group, via = frontier.pop(0)
+        if group in seen:
+            continue
+        seen.add(group)
+        if group in measured:
+            found[group] = via
+        else:
+            frontier += [(beyond, via or group) for beyond in sorted(touching.get(group, ())) if beyond not in seen]
+    return found
 
 
 def split(offered: dict[str, str], chosen: dict[str, dict[str, Any]]) -> dict[str, Any]:
