@@ -117,6 +117,13 @@ def iteration(run: Run, number: int, source: Nets) -> dict[str, Any] | None:
     return it.record
 
 
+def verdict_line(record: dict[str, Any]) -> str:
+    """The decision on one iteration, its paired difference said as better or worse."""
+    verdict = "accepted" if record["accepted"] else "not accepted (beyond the tolerance)"
+    change = "worse" if record["loss"] > 0 else "better"
+    return f"  {verdict}: {abs(record['loss']):.3g} {change} than the baseline ± {record['loss_stderr']:.3g} (paired)"
+
+
 def iterate(run: Run, base: dict[str, Any]) -> Nets:
     """Iterations until the schedule's count, the stop rule or nothing left; returns the
     accepted net (the baseline when no iteration is accepted)."""
@@ -129,8 +136,7 @@ def iterate(run: Run, base: dict[str, Any]) -> Nets:
             break
         judge(run, base, record)
         run.state.save()
-        verdict = "accepted" if record["accepted"] else "not accepted (beyond the tolerance)"
-        run.log(f"  {verdict}: {record['loss']:+.3g} ± {record['loss_stderr']:.3g} from the baseline (paired)")
+        run.log(verdict_line(record))
         if record["stopped"]:
             run.log(f"stop: {record['stopped']}; the result is iteration {accepted}")
             break
