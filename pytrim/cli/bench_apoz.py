@@ -22,19 +22,14 @@ from pytrim.experiments.bench_apoz import apoz_overhead, zoo_case
 
 OUTPUTS = {"out": "file"}
 
-# Images per timing of a model-zoo net: a statistics run reads thousands, so its per-run costs
-# (the net's graph, the measuring copy, the weights' SHA-256, the HDF5 file) are spread over
-# many images; 16 images measured them at 13% of ResNet-50's forward pass, the counting at 2%.
-ZOO_IMAGES = 64
-
 
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--net", type=Path, required=True, help="train_val prototxt with a TEST Data layer")
     p.add_argument("--weights", type=Path, required=True, help="caffemodel")
     p.add_argument("--images", type=positive, default=5000, help="TEST images of --net per timing (default 5000)")
     p.add_argument("--repeats", type=positive, default=15, help="interleaved pairs of timings (default 15)")
-    p.add_argument("--nets", default="resnet50", help=f"model-zoo nets timed on {ZOO_IMAGES} generated images too "
-                   "(default resnet50; 'none': only --net)")  # fmt: skip
+    p.add_argument("--nets", default="resnet50", help="model-zoo nets timed on 16 generated images too (default "
+                   "resnet50; 'none': only --net)")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("runs/bench/apoz_overhead.json"))
 
 
@@ -52,8 +47,8 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
     print(line(next(iter(results)), results[next(iter(results))]), flush=True)
     with tempfile.TemporaryDirectory(prefix="pytrim-bench-") as tmp:
         for name in zoo:
-            tv, random = zoo_case(name, Path(tmp) / name, ZOO_IMAGES, 8)
-            results[name] = apoz_overhead(tv, random, ZOO_IMAGES, max(3, args.repeats // 3))
+            tv, random = zoo_case(name, Path(tmp) / name, 16, 8)
+            results[name] = apoz_overhead(tv, random, 16, max(3, args.repeats // 3))
             print(line(name, results[name]), flush=True)
     write_json(args.out, results)
     print(args.out)
