@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pytrim.core.files import together, write_atomic, write_json
-from pytrim.stats.cost import UNSTEADY
+from pytrim.stats.cost import UNSTEADY, unsteady
 from pytrim.stats.evaluate import ACCURACY
 from pytrim.stats.statsfile import load_stats
 
@@ -89,8 +89,7 @@ def cost_cells(cost: dict[str, Any] | None) -> list[str]:
     rounds disagreed, pytrim.stats.cost.UNSTEADY)."""
     cost = cost or {}
     batches = sorted((k.removeprefix("speedup_batch") for k in cost if k.startswith("speedup_batch")), key=int)
-    cells = [ratio(cost[f"speedup_batch{b}"]) + ("?" if cost.get(f"spread_batch{b}", 0) > UNSTEADY else "")
-             for b in batches]  # fmt: skip
+    cells = [ratio(cost[f"speedup_batch{b}"]) + ("?" if unsteady(cost, b) else "") for b in batches]
     return [ratio(cost.get("macs_ratio")), *[*cells, "", ""][:2]]
 
 

@@ -90,9 +90,10 @@ def collect(run: Run, record: dict, nets: Nets, folder: Path, label: str, extra:
     )
 
 
-def mean_apoz(collected: dict[str, Any]) -> dict[str, float]:
-    """Each layer's mean APoZ from a collect step's result."""
-    return {name: v["mean"] for name, v in collected["layers"].items()}
+def mean_apoz(collected: dict[str, Any], relu_only: bool = False) -> dict[str, float]:
+    """Each layer's mean APoZ from a collect step's result (`relu_only`: only the layers
+    measured after a ReLU, APoZ's own domain)."""
+    return {name: v["mean"] for name, v in collected["layers"].items() if not relu_only or v["relu"]}
 
 
 def cut_step(run: Run, it: Iteration) -> dict[str, Any]:
@@ -227,8 +228,7 @@ def offered(run: Run, it: Iteration, collected: dict[str, Any]) -> dict[str, str
         return {name: "listed in the schedule" for name in it.plan.layers}
     touching = neighbours(net_graph(it.source.net, allow_inexact=run.s.allow_inexact)[1])
     previous = run.state.data["iterations"][: it.number - 1]
-    measured = {name: v["mean"] for name, v in collected["layers"].items() if v["relu"]}  # APoZ is of ReLU outputs
-    return auto.candidates(it.number, previous, measured, touching, run.s.auto_start)
+    return auto.candidates(it.number, previous, mean_apoz(collected, relu_only=True), touching, run.s.auto_start)
 
 
 def select_step(run: Run, it: Iteration, collected: dict[str, Any]) -> dict[str, Any]:

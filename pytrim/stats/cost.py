@@ -116,6 +116,11 @@ def time_forward(nets: list[tuple[Path, Path | None]], batch: int, repeats: int 
 UNSTEADY = 0.2  # a timing whose rounds disagree by more than this (relative spread) is flagged
 
 
+def unsteady(cost: dict[str, Any], batch: int | str) -> bool:
+    """Whether the timing of `cost` at `batch` was taken on a busy machine (see spread)."""
+    return cost.get(f"spread_batch{batch}", 0) > UNSTEADY
+
+
 def spread(values: list[float]) -> float:
     """How much the rounds of a timing disagree: the interquartile range over the median (0 for
     fewer than 4 rounds: too few to tell). Large when the machine was busy while timing."""
@@ -166,6 +171,6 @@ def cost_text(cost: dict[str, Any]) -> str:
     """', 1.48x faster at batch 1, 1.61x at batch 8' (empty without timing)."""
     speedups = [(key.removeprefix("speedup_batch"), value) for key, value in cost.items() if key.startswith("speedup")]
     parts = [(f"{value:.2f}x faster at batch {batch}" if i == 0 else f"{value:.2f}x at batch {batch}")
-             + (" (unsteady: the machine was busy)" if cost.get(f"spread_batch{batch}", 0) > UNSTEADY else "")
+             + (" (unsteady: the machine was busy)" if unsteady(cost, batch) else "")
              for i, (batch, value) in enumerate(speedups)]  # fmt: skip
     return ", " + ", ".join(parts) if parts else ""
