@@ -13,6 +13,7 @@ from pytrim.caffeio.caffemodel import Caffemodel, CaffemodelError
 from pytrim.caffeio.env import caffe_pb2
 from pytrim.caffeio.proto import read_net
 from pytrim.caffeio.upgrade import current_format, is_old_caffemodel, is_old_prototxt
+from pytrim.core.errors import BadInput
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,6 +45,18 @@ def v1_model(path: Path) -> Path:
             blob = layer.blobs.add(num=shape[0], channels=shape[1], height=shape[2], width=shape[3])
             blob.data.extend(rng.normal(size=int(np.prod(shape))).astype(np.float32).tolist())
     return write_model(model, path)
+
+
+def test_a_kept_parse_is_a_fresh_message_of_the_files_current_bytes(tmp_path: Path) -> None:
+    net = write_net(tmp_path / "a.prototxt", 'name: "a"\nlayer { name: "x" type: "Input" top: "x" }\n')
+    first = read_net(net)
+    first.layer[0].name = "changed"  # a caller's edit must not reach the next reader
+    assert read_net(net).layer[0].name == "x"
+    net.write_text('name: "a"\nlayer { name: "y" type: "Input" top: "y" }\n')
+    assert read_net(net).layer[0].name == "y"  # keyed by content, not by path or time
+    net.write_text('name: "a"\nlayer { name: "y" type: "Input" top: "y" ')
+    with pytest.raises(BadInput, match=r"a\.prototxt: not a valid prototxt"):
+        read_net(net)
 
 
 def test_codec_reads_what_protobuf_reads_and_copies_exactly(caffe, tmp_path: Path) -> None:

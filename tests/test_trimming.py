@@ -27,7 +27,7 @@ from pytrim.caffeio.proto import read_net
 from pytrim.core.errors import UnsupportedTopology
 from pytrim.graph.build import net_graph
 from pytrim.graph.queries import group_of
-from pytrim.stats.collect import collect
+from pytrim.stats.collect import LANE_LIMIT, ZeroCounter, collect
 from pytrim.stats.statsfile import load_stats, save_stats
 from pytrim.stats.statsnet import write_stats_net
 from pytrim.surgery.choose import Rule, Selection, choose
@@ -89,6 +89,26 @@ def test_apoz_equals_brute_force_count(caffe, small_net: dict[str, Path]) -> Non
     assert again.weights_sha256 == stats.weights_sha256 and list(again.layers) == list(stats.layers)
     for name in stats.layers:
         np.testing.assert_array_equal(again.layers[name].apoz, stats.layers[name].apoz)
+
+
+def test_counts_of_batches_larger_than_a_lane_holds(caffe, tmp_path: Path) -> None:
+    """Byte lanes count at most LANE_LIMIT images: larger batches, and many batches, empty
+    them into the totals in time (exact against numpy over 1,217 images)."""
+    from caffe import layers as L
+
+    n = caffe.NetSpec()
+    n.data = L.Input(shape={"dim": [600, 3, 5, 7]})  # 105 positions per image: not a multiple of 8
+    n.out = L.ReLU(n.data)
+    net = caffe.Net(str(write_net(tmp_path / "relu.prototxt", str(n.to_proto()))), caffe.TEST)
+    counter, expected, rng = ZeroCounter(net, ["out"]), np.zeros(3, np.int64), np.random.default_rng(5)
+    for take in (600, 600, 17):
+        net.blobs["data"].data[...] = rng.standard_normal((600, 3, 5, 7)) * (rng.random((600, 3, 1, 1)) < 0.8)
+        net.forward()
+        counter.update(take)
+        expected += (net.blobs["out"].data[:take] == 0).sum(axis=(0, 2, 3))
+    assert LANE_LIMIT < 600 and counter.images == 1217
+    np.testing.assert_array_equal(counter.zeros["out"], expected)
+    np.testing.assert_array_equal(counter.zeros["out"], expected)  # reading the counts changes nothing
 
 
 def no_relu_body(n, data):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,37 +158,66 @@ def measure_plan(graph: Graph, groups: dict[str, Group], renames: dict[str, str]
     return points
 
 
+LANE_LIMIT = 255  # images a byte lane can count before it must be emptied into the totals
+
+
 class ZeroCounter:
     """Accumulates, after each full forward pass, the zero count of every channel of the
     measured blobs over the first `take` images of the batch (no activation is kept).
 
-    The comparison goes into a preallocated boolean buffer, which is then summed as bytes
-    along the contiguous position axis: about twice as fast as np.count_nonzero(axis=...),
-    which matters because collection must cost little more than the forward pass itself.
+    Counting must cost little beside the forward pass, and it is bound by memory traffic.
+    So each blob is compared once, into a byte per value (1 for a zero); the bytes of all
+    images are added eight positions at a time as 64-bit words (each byte a lane counting
+    one position, up to LANE_LIMIT images), and the lanes are summed into channels only
+    when they are full or the counts are read. (Measured in the pass: a third less time
+    than a byte sum per image and channel; counting threads gained nothing.)
     """
 
     def __init__(self, net: Any, blobs: list[str]) -> None:
         self.net = net
         shapes = {blob: net.blobs[blob].data.shape for blob in blobs}
-        self.zeros = {blob: np.zeros(shape[1], dtype=np.int64) for blob, shape in shapes.items()}
+        self.channels = {blob: shape[1] for blob, shape in shapes.items()}
         self.positions = {blob: int(np.prod(shape[2:])) for blob, shape in shapes.items()}
-        self.buffers = {
-            blob: np.empty((shape[0], shape[1], self.positions[blob]), dtype=bool) for blob, shape in shapes.items()
-        }
+        padded = {blob: -(-self.channels[blob] * self.positions[blob] // 8) * 8 for blob in blobs}
+        self.bytes = {blob: np.zeros((shapes[blob][0], padded[blob]), dtype=bool) for blob in blobs}
+        self.lanes = {blob: np.zeros(padded[blob] // 8, dtype=np.uint64) for blob in blobs}
+        self.totals = {blob: np.zeros(self.channels[blob], dtype=np.int64) for blob in blobs}
+        self.pending = 0  # images in the lanes
         self.images = 0
 
     def update(self, take: int) -> None:
-        for blob in self.zeros:
-            data = self.net.blobs[blob].data
-            flat = data[:take].reshape(take, data.shape[1], -1)
-            zero = self.buffers[blob][:take]
-            np.less_equal(flat, 0, out=zero)
-            per_image = np.add.reduce(zero.view(np.uint8), axis=2, dtype=np.int32)
-            self.zeros[blob] += per_image.sum(axis=0, dtype=np.int64)
+        if self.pending + take > LANE_LIMIT:
+            self.empty_lanes()
+        for blob in self.bytes:
+            self.count(blob, take)
+        self.pending += take
         self.images += take
 
+    def count(self, blob: str, take: int) -> None:
+        data = self.net.blobs[blob].data[:take].reshape(take, -1)
+        zero = self.bytes[blob][:take]
+        np.less_equal(data, 0, out=zero[:, : data.shape[1]])
+        for start in range(0, take, LANE_LIMIT):  # a batch larger than a lane holds
+            if start:
+                self.empty_lanes([blob])
+            self.lanes[blob] += np.add.reduce(zero[start : start + LANE_LIMIT].view(np.uint64), axis=0)
 
-class FractionCounter(ZeroCounter):
+    def empty_lanes(self, blobs: list[str] | None = None) -> None:
+        for blob in blobs or list(self.lanes):
+            lanes = self.lanes[blob].view(np.uint8)[: self.channels[blob] * self.positions[blob]]
+            self.totals[blob] += np.add.reduce(lanes.reshape(self.channels[blob], -1), axis=1, dtype=np.int64)
+            self.lanes[blob][:] = 0
+        if blobs is None:
+            self.pending = 0
+
+    @property
+    def zeros(self) -> dict[str, np.ndarray]:
+        """Per blob, the zero count of each channel so far."""
+        self.empty_lanes()
+        return {blob: totals.copy() for blob, totals in self.totals.items()}
+
+
+class FractionCounter:
     """The same counts from a statistics net (pytrim.stats.statsnet): Caffe computes per image and
     channel the fraction of non-zero positions, and only those N x C numbers are read."""
 
@@ -204,7 +234,7 @@ class FractionCounter(ZeroCounter):
         self.images += take
 
 
-def _counter(net_path: Path, weights: Path, blobs: list[str], device: bool) -> ZeroCounter:
+def _counter(net_path: Path, weights: Path, blobs: list[str], device: bool) -> ZeroCounter | FractionCounter:
     """Host counting on the net itself, or device counting on its statistics copy."""
     net = load_net(net_path, weights)
     if not device:
@@ -307,10 +337,12 @@ def collect(
     opts = {"device": device_counting, "progress": progress, "workers": workers, "address": address}
     count = count_sharded if wanted(workers, address) else count_here
     start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="pytrim-collect-") as tmp:
+    with ThreadPoolExecutor(1) as hasher, tempfile.TemporaryDirectory(prefix="pytrim-collect-") as tmp:
+        digest = hasher.submit(sha256_file, weights)  # read and hashed while Caffe computes
         run_path, groups, plan, folded = prepare(net_path, layers, Path(tmp), means)
         blobs = list(dict.fromkeys(p.blob for points in plan.values() for p in points))
         counts = count(run_path, Path(weights), data, blobs, folded, opts)
+        sha256 = digest.result()
     source = {"net": str(net_path), "weights": str(weights), "data": str(data.source), "shards": counts.shards}
     stats = assemble(plan, groups, counts)
-    return Stats(stats, sha256_file(weights), source, time.monotonic() - start, counts.means)
+    return Stats(stats, sha256, source, time.monotonic() - start, counts.means)
