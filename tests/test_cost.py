@@ -9,14 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_net
+from conftest import pytrim, write_net
 
 from pytrim.caffeio.netcheck import probe
 from pytrim.caffeio.proto import read_net
+from pytrim.experiments.bench_apoz import apoz_overhead
 from pytrim.experiments.bench_speed import summary
+from pytrim.graph.build import net_graph
+from pytrim.graph.queries import trimmable
 from pytrim.loop.report import cost_cells
 from pytrim.stats.cost import UNSTEADY, compare_cost, layer_macs, macs, spread
 from pytrim.surgery.choose import Rule, choose
+from pytrim.surgery.cut import cut
 
 TINY = """layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 4 dim: 8 dim: 8 } } }
 layer { name: "grouped" type: "Convolution" bottom: "data" top: "grouped"
@@ -68,6 +72,45 @@ def test_the_timing_code_returns_positive_finite_medians(small_net: dict[str, Pa
     assert entry["macs_ratio"] == 1.0 and entry["params_ratio"] == 1.0 and entry["speedup_batch4"] > 0
     assert entry["spread_batch4"] == 0.0  # three rounds: too few to judge the spread
     assert found["blas_core"] and found["cpu"]
+
+
+def test_speed_by_layer_says_where_the_time_goes(small_net: dict[str, Path], tmp_path: Path) -> None:
+    """`speed --by-layer` on a net and its cut (structure, not speed): every layer type of each
+    net timed, the MAC layers apart from the others, and the command line prints it."""
+    trimmed = cut_small(small_net, tmp_path)
+    found = compare_cost((small_net["deploy"], small_net["weights"]), [trimmed], repeats=1, threads=1,
+                         batches=[4], layers=True)  # fmt: skip
+    split = found["timing"]["4"]["by_layer"]
+    first, second = split["seconds_by_type"]
+    assert {"Convolution", "InnerProduct", "ReLU", "Pooling"} <= set(first) and set(second) == set(first)
+    assert all(math.isfinite(t) and t > 0 for t in [*first.values(), *second.values()])
+    assert split["mac_layers_speedup"][0] == 1.0 and 0 < split["other_layers_share"] < 1
+    entry = found["nets"][0]
+    assert entry["mac_layers_speedup_batch4"] == split["mac_layers_speedup"][1] > 0
+    nets = ("--net", small_net["deploy"], "--weights", small_net["weights"])
+    printed = pytrim("speed", *nets, "--trimmed-net", trimmed[0], "--trimmed-weights", trimmed[1], "--batch", "2",
+                     "--repeats", "1", "--by-layer")  # fmt: skip
+    assert printed.returncode == 0, printed.stderr
+    assert "batch 2: MAC layers" in printed.stdout and "Convolution" in printed.stdout
+
+
+def cut_small(small_net: dict[str, Path], folder: Path) -> tuple[Path, Path]:
+    """The small net's deploy with half of conv2's channels cut."""
+    _, graph = net_graph(small_net["deploy"])
+    selection = choose("conv2", np.arange(trimmable(graph)["conv2"].width, dtype=float), Rule("ratio", ratio=0.5))
+    net, weights = folder / "cut.prototxt", folder / "cut.caffemodel"
+    cut([small_net["deploy"]], small_net["weights"], {"conv2": selection}, [net], weights)
+    return net, weights
+
+
+def test_the_statistics_overhead_is_timed_whole_in_pairs(small_net: dict[str, Path]) -> None:
+    """bench-apoz on a tiny net (structure, not speed): every pair timed, the ratios from them."""
+    found = apoz_overhead(small_net["net"], small_net["weights"], images=20, repeats=3)
+    pairs = np.array(found["pairs"])
+    assert pairs.shape == (3, 2) and (pairs > 0).all() and found["images"] == 20
+    assert found["ratio"] == pytest.approx(float(np.median(pairs[:, 1] / pairs[:, 0])), rel=1e-3)
+    assert found["ratio_of_fastest"] == pytest.approx(pairs[:, 1].min() / pairs[:, 0].min(), rel=1e-3)
+    assert found["ratio_q1"] <= found["ratio"] <= found["ratio_q3"] and found["cpu"]
 
 
 def test_a_timing_whose_rounds_disagree_is_flagged_in_the_report() -> None:

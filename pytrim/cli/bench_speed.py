@@ -3,8 +3,9 @@
 ResNet-50, VGG-16, MobileNet v2, GoogLeNet and SqueezeNet 1.1 at full size with random
 non-zero weights; a quarter and a half of every trimmable group removed, with and without
 rounding the kept widths to a multiple of 8; per case the MACs ratio, the time ratio at batch
-1 and batch 8, and efficiency = time ratio / MACs ratio. Records the CPU, BLAS kernels and
-threads.
+1 and batch 8, and efficiency = time ratio / MACs ratio; where the time goes (every layer
+timed alone): the same efficiency of the MAC layers alone, and the speedup and share of time
+of all the other layers. Records the CPU, BLAS kernels and threads.
 """
 
 from __future__ import annotations

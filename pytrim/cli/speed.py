@@ -3,7 +3,8 @@ multiply-adds (MACs) per image, caffemodel bytes, and forward time measured by C
 nets timed interleaved in this process after a warm-up, the median of --repeats samples, at
 batch 1 and a larger batch (8 for ImageNet-size inputs, else 32; or --batch), with --threads
 BLAS threads (default: every core). Ratios are the first net over the second (> 1: the
-second is smaller or faster).
+second is smaller or faster). --by-layer also times every layer alone and says where the time
+goes: the speedup of the MAC layers and of the others, and the seconds per layer type.
 """
 
 from __future__ import annotations
@@ -24,13 +25,30 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", help="batch sizes, e.g. 1,8 (default: 1 and 8 or 32)")
     p.add_argument("--repeats", type=int, default=7, help="timed samples per net and batch (default 7; 0: no timing)")
     p.add_argument("--threads", type=positive, help="BLAS threads (default: every core)")
+    p.add_argument("--by-layer", action="store_true", help="also the time per layer type, and the MAC layers' speedup")
 
 
 def execute(args: argparse.Namespace) -> dict[str, Any]:
     batches = list(numbers(args.batch, int, "--batch")) if args.batch else None
     cost = compare_cost((args.net, args.weights), [(args.trimmed_net, args.trimmed_weights)], args.repeats,
-                        args.threads, batches)  # fmt: skip
+                        args.threads, batches, args.by_layer)  # fmt: skip
     entry = cost["nets"][0]
     print(f"parameters {entry['params_ratio']:.2f}x fewer, MACs {entry['macs_ratio']:.2f}x fewer{cost_text(entry)} "
           f"({cost['threads']} BLAS threads, {cost['blas_core']} kernels, {cost['cpu']})")  # fmt: skip
+    for timed in cost["timing"].values() if args.by_layer else []:
+        print(layer_lines(timed["by_layer"]))
     return cost
+
+
+def layer_lines(split: dict[str, Any]) -> str:
+    """Where the time goes at one batch size: MAC layers against the others, then per type."""
+    first, second = split["seconds_by_type"]
+    speedups = (split["mac_layers_speedup"][1], split["other_layers_speedup"][1])
+    mac, other = (f"{v:.2f}x" if v else "n/a" for v in speedups)
+    lines = [f"batch {split['batch']}: MAC layers {mac} faster, the other layers {other} "
+             f"({split['other_layers_share']:.0%} of the first net's time)"]  # fmt: skip
+    for kind in sorted(first, key=lambda k: -first[k]):
+        after = second.get(kind, 0.0)
+        speedup = f"{first[kind] / after:.2f}x" if after else "gone"
+        lines.append(f"  {kind:<16} {first[kind] * 1e3:9.2f} ms -> {after * 1e3:9.2f} ms  {speedup}")
+    return "\n".join(lines)

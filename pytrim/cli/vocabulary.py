@@ -95,6 +95,7 @@ VOCABULARY: dict[str, str] = {
     "--batch": "batch size (speed: one or more, comma-separated)",
     "--repeats": "timed samples per net (0: no timing)",
     "--threads": "BLAS threads while timing (default: every core)",
+    "--by-layer": "also time every layer alone: the time per layer type, MAC layers against the others",
     "--sweep-args": "bench-scale: the sweep-criteria options timed",
     "--no-sweep": "bench-scale: time only the statistics",
     "--synthetic": "vgg16: random weights and generated images instead of the real files",

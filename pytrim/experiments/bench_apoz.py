@@ -8,7 +8,8 @@ generated images (pytrim.experiments.synthetic). Both run in this process after 
 (the net probe cached, the page cache filled). Timings on a shared machine drift;
 interleaving the two kinds (bare, collect, bare, collect, ...) exposes both to the same
 drift, and the median of the per-pair ratios is robust to the odd slow pair. The spread (the
-interquartile range of the pair ratios) is reported beside it.
+interquartile range of the pair ratios) is reported beside it, and the ratio of the fastest
+timing of each kind (other work on the machine only ever adds time).
 """
 
 from __future__ import annotations
@@ -42,9 +43,11 @@ def interleaved(first: Callable[[], float], second: Callable[[], float], repeats
         "spread": float(q3 - q1),
         "ratio_q1": float(q1),
         "ratio_q3": float(q3),
+        "ratio_of_fastest": min(b for _, b in pairs) / min(a for a, _ in pairs),  # a busy machine only adds time
         "first_seconds": float(np.median([a for a, _ in pairs])),
         "second_seconds": float(np.median([b for _, b in pairs])),
         "repeats": repeats,
+        "pairs": [[a, b] for a, b in pairs],  # seconds (forward, collect), in the order timed
     }
 
 

@@ -5,7 +5,10 @@ non-zero weights) have a quarter and a half of every trimmable group removed (ch
 at random: speed does not depend on which), with kept widths as they fall and rounded up to a
 multiple of 8. Per case: the MACs ratio, the forward-time ratio at batch 1 and batch 8 (the
 original and the cuts of one net timed interleaved in one process, pytrim.stats.cost), and
-`efficiency` = time ratio / MACs ratio: 1 when the time falls as much as the MACs.
+`efficiency` = time ratio / MACs ratio: 1 when the time falls as much as the MACs. Where the
+time goes (every layer timed alone, pytrim.stats.cost.by_layer): `mac_layers_efficiency`, the
+same ratio for the Convolution, Deconvolution and InnerProduct layers alone, and the speedup
+and share of time of all the other layers.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ def one_net(name: str, tmp: Path, repeats: int, threads: int | None) -> list[dic
     weights = random_weights(deploy, tmp / name / "random.caffemodel")
     cases = [(f, r) for f in FRACTIONS for r in ROUNDINGS]
     nets = [cut_case(deploy, weights, f, r, tmp / name / f"{f}-{r}") for f, r in cases]
-    cost = compare_cost((deploy, weights), nets, repeats, threads, [1, 8])
+    cost = compare_cost((deploy, weights), nets, repeats, threads, [1, 8], layers=True)
     out = []
     for (fraction, round_to), entry in zip(cases, cost["nets"], strict=True):
         row = {"net": name, "fraction": fraction, "round_to": round_to, "macs_ratio": entry["macs_ratio"],
@@ -65,6 +68,9 @@ def one_net(name: str, tmp: Path, repeats: int, threads: int | None) -> list[dic
         for batch in (1, 8):
             row[f"time_ratio_batch{batch}"] = entry[f"speedup_batch{batch}"]
             row[f"efficiency_batch{batch}"] = entry[f"speedup_batch{batch}"] / entry["macs_ratio"]
+            row[f"mac_layers_efficiency_batch{batch}"] = entry[f"mac_layers_speedup_batch{batch}"] / entry["macs_ratio"]
+            row[f"other_layers_time_ratio_batch{batch}"] = entry[f"other_layers_speedup_batch{batch}"]
+            row[f"other_layers_share_batch{batch}"] = entry[f"other_layers_share_batch{batch}"]
         out.append(row)
     return out
 
@@ -79,7 +85,9 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             values = [r[f"efficiency_batch{batch}"] for r in chosen]
             found[f"round_to_{round_to}"] = found.get(f"round_to_{round_to}", {}) | {
                 f"median_efficiency_batch{batch}": statistics.median(values),
-                f"min_efficiency_batch{batch}": min(values)}  # fmt: skip
+                f"min_efficiency_batch{batch}": min(values),
+                f"median_mac_layers_efficiency_batch{batch}": statistics.median(
+                    r.get(f"mac_layers_efficiency_batch{batch}", float("nan")) for r in chosen)}  # fmt: skip
     found["rounding_8"] = rounding_gain(rows)
     return found
 

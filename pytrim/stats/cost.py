@@ -113,6 +113,39 @@ def time_forward(nets: list[tuple[Path, Path | None]], batch: int, repeats: int 
             **blas_config()}  # fmt: skip
 
 
+def layer_seconds(net: Any, rounds: int = 3) -> dict[str, float]:
+    """Seconds per layer type of one forward pass: each layer run alone (Caffe's
+    ForwardFromTo) on the blobs of a full pass, the fastest of `rounds` per layer."""
+    net.forward()
+    best = [float("inf")] * len(net.layers)
+    for _ in range(max(1, rounds)):
+        for index in range(len(net.layers)):
+            start = time.perf_counter()
+            net._forward(index, index)
+            best[index] = min(best[index], time.perf_counter() - start)
+    kinds: dict[str, float] = {}
+    for layer, seconds in zip(net.layers, best, strict=True):
+        kinds[layer.type] = kinds.get(layer.type, 0.0) + seconds
+    return kinds
+
+
+def by_layer(nets: list[tuple[Path, Path | None]], batch: int, rounds: int = 3) -> dict[str, Any]:
+    """Where the forward time goes, per net: seconds per layer type, and the speedup of the
+    MAC layers (Convolution, Deconvolution, InnerProduct) and of all the others against the
+    first net, with the others' share of the first net's time."""
+    with tempfile.TemporaryDirectory(prefix="pytrim-time-") as tmp:
+        kinds = [layer_seconds(net, rounds) for net in timing_nets(nets, batch, Path(tmp))]
+    mac = [sum(v for k, v in found.items() if k in COUNTED) for found in kinds]
+    other = [sum(v for k, v in found.items() if k not in COUNTED) for found in kinds]
+    return {
+        "batch": batch,
+        "seconds_by_type": kinds,
+        "mac_layers_speedup": [mac[0] / m if m else None for m in mac],
+        "other_layers_speedup": [other[0] / o if o else None for o in other],
+        "other_layers_share": other[0] / (mac[0] + other[0]),
+    }
+
+
 UNSTEADY = 0.2  # a timing whose rounds disagree by more than this (relative spread) is flagged
 
 
@@ -139,10 +172,12 @@ def timing_batches(net_path: str | Path) -> list[int]:
 
 
 def compare_cost(reference: tuple[Path, Path | None], others: list[tuple[Path, Path | None]], repeats: int = 5,
-                 threads: int | None = None, batches: list[int] | None = None) -> dict[str, Any]:  # fmt: skip
+                 threads: int | None = None, batches: list[int] | None = None,
+                 layers: bool = False) -> dict[str, Any]:  # fmt: skip
     """Size of the reference and of each other net, their ratios (reference / other: > 1 is
     smaller or faster), and forward-time speedups at each batch size, timed interleaved in
-    this process with `threads` BLAS threads (default: every core)."""
+    this process with `threads` BLAS threads (default: every core); with `layers`, also the
+    speedups of the MAC layers and of the others at each batch size (by_layer)."""
     load_caffe()
     used = set_blas_threads(threads or os.cpu_count() or 1)
     base = size(*reference)
@@ -156,6 +191,12 @@ def compare_cost(reference: tuple[Path, Path | None], others: list[tuple[Path, P
         for entry, speedup, wobble in zip(entries, timed["speedup"][1:], timed["spread"][1:], strict=True):
             entry[f"speedup_batch{batch}"] = speedup
             entry[f"spread_batch{batch}"] = wobble
+        if layers:
+            split = timed["by_layer"] = by_layer([reference, *others], batch)
+            for index, entry in enumerate(entries, start=1):
+                entry[f"mac_layers_speedup_batch{batch}"] = split["mac_layers_speedup"][index]
+                entry[f"other_layers_speedup_batch{batch}"] = split["other_layers_speedup"][index]
+                entry[f"other_layers_share_batch{batch}"] = split["other_layers_share"]
     return {"reference": base, "nets": entries, "timing": timing, "threads": used, **blas_config()}
 
 
