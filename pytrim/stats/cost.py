@@ -113,28 +113,34 @@ def time_forward(nets: list[tuple[Path, Path | None]], batch: int, repeats: int 
             **blas_config()}  # fmt: skip
 
 
-def layer_seconds(net: Any, rounds: int = 3) -> dict[str, float]:
-    """Seconds per layer type of one forward pass: each layer run alone (Caffe's
-    ForwardFromTo) on the blobs of a full pass, the fastest of `rounds` per layer."""
-    net.forward()
-    best = [float("inf")] * len(net.layers)
+def layer_seconds(built: list[Any], rounds: int = 5) -> list[dict[str, float]]:
+    """Per net, seconds per layer type of one forward pass: each layer run alone (Caffe's
+    ForwardFromTo) on the blobs of a full pass, the nets interleaved round by round (a busy
+    spell of the machine falls on all of them), the fastest of `rounds` per layer."""
+    best = [[float("inf")] * len(net.layers) for net in built]
+    for net in built:
+        net.forward()
     for _ in range(max(1, rounds)):
-        for index in range(len(net.layers)):
-            start = time.perf_counter()
-            net._forward(index, index)
-            best[index] = min(best[index], time.perf_counter() - start)
-    kinds: dict[str, float] = {}
-    for layer, seconds in zip(net.layers, best, strict=True):
-        kinds[layer.type] = kinds.get(layer.type, 0.0) + seconds
-    return kinds
+        for net, times in zip(built, best, strict=True):
+            for index in range(len(net.layers)):
+                start = time.perf_counter()
+                net._forward(index, index)
+                times[index] = min(times[index], time.perf_counter() - start)
+    found = []
+    for net, times in zip(built, best, strict=True):
+        kinds: dict[str, float] = {}
+        for layer, seconds in zip(net.layers, times, strict=True):
+            kinds[layer.type] = kinds.get(layer.type, 0.0) + seconds
+        found.append(kinds)
+    return found
 
 
-def by_layer(nets: list[tuple[Path, Path | None]], batch: int, rounds: int = 3) -> dict[str, Any]:
+def by_layer(nets: list[tuple[Path, Path | None]], batch: int, rounds: int = 5) -> dict[str, Any]:
     """Where the forward time goes, per net: seconds per layer type, and the speedup of the
     MAC layers (Convolution, Deconvolution, InnerProduct) and of all the others against the
     first net, with the others' share of the first net's time."""
     with tempfile.TemporaryDirectory(prefix="pytrim-time-") as tmp:
-        kinds = [layer_seconds(net, rounds) for net in timing_nets(nets, batch, Path(tmp))]
+        kinds = layer_seconds(timing_nets(nets, batch, Path(tmp)), rounds)
     mac = [sum(v for k, v in found.items() if k in COUNTED) for found in kinds]
     other = [sum(v for k, v in found.items() if k not in COUNTED) for found in kinds]
     return {
