@@ -29,7 +29,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--net", type=Path, required=True, help="train_val prototxt with a TEST Data layer")
     p.add_argument("--weights", type=Path, required=True, help="caffemodel")
     p.add_argument("--images", type=positive, default=5000, help="TEST images of --net per timing (default 5000)")
-    p.add_argument("--repeats", type=positive, default=15, help="interleaved pairs of timings (default 15)")
+    p.add_argument("--repeats", type=positive, default=40,
+                   help="interleaved pairs of timings (default 40: single pairs disagree by 10-20%%)")  # fmt: skip
     p.add_argument("--nets", default="resnet50", help=f"model-zoo nets timed on {ZOO_IMAGES} generated images too "
                    "(default resnet50; 'none': only --net)")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("runs/bench/apoz_overhead.json"))
