@@ -188,24 +188,14 @@ def blas_config() -> dict[str, Any]:
     (recorded in every report)."""
     import ctypes
 
-    core = "unknown"
+    core, threads = "unknown", 0
     try:
         blas = ctypes.CDLL("libopenblas.so.0")
         blas.openblas_get_corename.restype = ctypes.c_char_p
-        core = blas.openblas_get_corename().decode()
+        core, threads = blas.openblas_get_corename().decode(), int(blas.openblas_get_num_threads())
     except (OSError, AttributeError):
         pass
-    return {"blas_core": core, "blas_threads": blas_threads(), "cpu": cpu_info()["model"], "cores": os.cpu_count()}
-
-
-def blas_threads() -> int:
-    """The OpenBLAS threads this process computes with (0 when OpenBLAS is not loaded)."""
-    import ctypes
-
-    try:
-        return int(ctypes.CDLL("libopenblas.so.0").openblas_get_num_threads())
-    except (OSError, AttributeError):
-        return 0
+    return {"blas_core": core, "blas_threads": threads, "cpu": cpu_info()["model"], "cores": os.cpu_count()}
 
 
 def pinned_machine() -> dict[str, Any]:
