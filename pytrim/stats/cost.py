@@ -98,12 +98,10 @@ def forwards_per_sample(net: Any, min_seconds: float) -> int:
     return max(1, int(np.ceil(min_seconds / max(once, 1e-6))))
 
 
-def time_forward(nets: list[tuple[Path, Path | None]], batch: int, repeats: int = 7,
-                 min_seconds: float = 0.05) -> dict[str, Any]:  # fmt: skip
-    """Interleaved forward times of `nets` (the first is the reference) at one batch size:
-    per net the median seconds per forward pass and the median ratio reference / net."""
-    with tempfile.TemporaryDirectory(prefix="pytrim-time-") as tmp:
-        built = timing_nets(nets, batch, Path(tmp))
+def time_forward(built: list[Any], batch: int, repeats: int = 7, min_seconds: float = 0.05) -> dict[str, Any]:
+    """Interleaved forward times of the `built` timing nets of one batch size (the first is
+    the reference): per net the median seconds per forward pass and the median ratio
+    reference / net."""
     counts = [forwards_per_sample(net, min_seconds) for net in built]  # also the warm-up
     rounds = [[sample(net, n) for net, n in zip(built, counts, strict=True)] for _ in range(max(1, repeats))]
     seconds = [statistics.median(r[i] for r in rounds) for i in range(len(built))]
@@ -135,12 +133,11 @@ def layer_seconds(built: list[Any], rounds: int = 5) -> list[dict[str, float]]:
     return found
 
 
-def by_layer(nets: list[tuple[Path, Path | None]], batch: int, rounds: int = 5) -> dict[str, Any]:
-    """Where the forward time goes, per net: seconds per layer type, and the speedup of the
-    MAC layers (Convolution, Deconvolution, InnerProduct) and of all the others against the
-    first net, with the others' share of the first net's time."""
-    with tempfile.TemporaryDirectory(prefix="pytrim-time-") as tmp:
-        kinds = layer_seconds(timing_nets(nets, batch, Path(tmp)), rounds)
+def by_layer(built: list[Any], batch: int, rounds: int = 5) -> dict[str, Any]:
+    """Where the forward time goes, per timing net: seconds per layer type, and the speedup of
+    the MAC layers (Convolution, Deconvolution, InnerProduct) and of all the others against
+    the first net, with the others' share of the first net's time."""
+    kinds = layer_seconds(built, rounds)
     mac = [sum(v for k, v in found.items() if k in COUNTED) for found in kinds]
     other = [sum(v for k, v in found.items() if k not in COUNTED) for found in kinds]
     return {
@@ -192,17 +189,20 @@ def compare_cost(reference: tuple[Path, Path | None], others: list[tuple[Path, P
         entry.update({f"{key}_ratio": base[key] / entry[key] for key in ("params", "macs", "bytes") if key in base})
     timing = {}
     for batch in [] if repeats < 1 else batches or timing_batches(reference[0]):
-        timed = time_forward([reference, *others], batch, repeats)
+        with tempfile.TemporaryDirectory(prefix="pytrim-time-") as tmp:
+            built = timing_nets([reference, *others], batch, Path(tmp))  # built once for both timings
+        timed = time_forward(built, batch, repeats)
         timing[str(batch)] = timed
         for entry, speedup, wobble in zip(entries, timed["speedup"][1:], timed["spread"][1:], strict=True):
             entry[f"speedup_batch{batch}"] = speedup
             entry[f"spread_batch{batch}"] = wobble
         if layers:
-            split = timed["by_layer"] = by_layer([reference, *others], batch)
+            split = timed["by_layer"] = by_layer(built, batch)
             for index, entry in enumerate(entries, start=1):
                 entry[f"mac_layers_speedup_batch{batch}"] = split["mac_layers_speedup"][index]
                 entry[f"other_layers_speedup_batch{batch}"] = split["other_layers_speedup"][index]
                 entry[f"other_layers_share_batch{batch}"] = split["other_layers_share"]
+        del built  # before the next batch's nets are built (VGG-16's take gigabytes)
     return {"reference": base, "nets": entries, "timing": timing, "threads": used, **blas_config()}
 
 
