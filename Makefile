@@ -8,7 +8,7 @@ CUDA_ARCH ?= 90
 DATASET ?= fashion-mnist
 CAFFE_FLAGS := $(if $(filter 1,$(CUDA)),--cuda --cuda-arch "$(CUDA_ARCH)",)
 
-.PHONY: help venv caffe caffe-deps caffe-cpp-tests fresh-check lenet-data lenet-baseline lenet-trim resnet-trim mobilenet-trim squeezenet-trim bench-speed vgg16-trim vgg16-synthetic synthetic coverage lenet-compare lenet-relief bench bench-scale test lint clean
+.PHONY: help venv caffe caffe-deps caffe-cpp-tests fresh-check lenet-data lenet-baseline lenet-trim resnet-trim mobilenet-trim squeezenet-trim bench-speed record vgg16-trim vgg16-synthetic synthetic coverage lenet-compare lenet-relief bench bench-scale test lint clean
 
 help:
 	@echo "make caffe            build Caffe from source (cached) and expose it in $(VENV)"
@@ -28,6 +28,7 @@ help:
 	@echo "make bench            APoZ collection overhead vs a bare forward pass"
 	@echo "make bench-speed      forward time against MACs of cut model-zoo nets (runs/bench/speed.json)"
 	@echo "make bench-scale      statistics and a criteria sweep on 1 and 2 Ray workers (runs/bench/scale.json)"
+	@echo "make record           copy the runs the docs cite into results/ and regenerate their tables"
 	@echo "make test             run the test suite"
 	@echo "make lint             ruff, and import-linter's layer contracts (pyproject.toml)"
 
@@ -123,6 +124,10 @@ bench-speed: caffe
 bench-scale: lenet-data
 	@$(MAKE) --no-print-directory $(LENET_MODEL) $(LENET300_MODEL)
 	$(PY) tools/bench_scale.py --weights $(LENET_MODEL) $(SCALE_ARGS)
+
+# The results of record (docs/results.md): runs/ copied into results/, the docs' tables regenerated.
+record: venv
+	$(PY) -m pytrim record
 
 test: caffe caffe-cpp-tests
 	$(PY) -m pytest $(PYTEST_ARGS)
