@@ -33,6 +33,7 @@ COMMANDS = {
     "choose": ("choose", "the neurons to cut, from statistics"),
     "cut": ("cut", "cut the chosen neurons: new prototxts and caffemodel"),
     "verify": ("verify", "prove a cut against the original with the neurons silenced"),
+    "export": ("export", "the net as an ONNX model, verified against Caffe in ONNX Runtime"),
     "evaluate": ("evaluate", "top-1/top-5 on the TEST data"),
     "speed": ("speed", "parameters, MACs and forward time of a net beside another"),
     "train": ("train", "train or fine-tune with Caffe's solver"),
