@@ -226,7 +226,7 @@ def test_opencv_computes_another_net_where_it_says_so(caffe, tmp_path: Path, cas
 
 
 def test_ceil_mode_pooling_gives_caffes_size(caffe, tmp_path: Path) -> None:
-    _, _, result = exported(caffe, tmp_path, pooling_ceil, [2, 2, 9, 9])
+    exported(caffe, tmp_path, pooling_ceil, [2, 2, 9, 9])
     import onnx
 
     model = onnx.load(str(tmp_path / "net.onnx"))

@@ -160,7 +160,8 @@ def opencv_caveats(net: Any) -> list[str]:
              if layer.type in OPENCV_LACKS]  # fmt: skip
     found += [f"InnerProduct {layer.name!r} has transpose: true, which OpenCV ignores" for layer in net.layer
              if layer.type == "InnerProduct" and layer.inner_product_param.transpose]  # fmt: skip
-    found += [f"LRN {layer.name!r} has k = {layer.lrn_param.k:g}, which OpenCV ignores (it uses 1)" for layer in net.layer
+    found += [f"LRN {layer.name!r} has k = {layer.lrn_param.k:g}, which OpenCV ignores (it uses 1)"
+              for layer in net.layer
               if layer.type == "LRN" and layer.lrn_param.k != 1 and layer.lrn_param.norm_region == 0]  # fmt: skip
     return found
 
