@@ -8,7 +8,7 @@ CUDA_ARCH ?= 90
 DATASET ?= fashion-mnist
 CAFFE_FLAGS := $(if $(filter 1,$(CUDA)),--cuda --cuda-arch "$(CUDA_ARCH)",)
 
-.PHONY: help venv caffe caffe-deps caffe-cpp-tests fresh-check lenet-data lenet-baseline lenet-trim resnet-trim mobilenet-trim squeezenet-trim bench-speed record vgg16-trim vgg16-synthetic synthetic coverage lenet-compare lenet-relief bench bench-scale test lint clean
+.PHONY: help venv caffe caffe-deps caffe-cpp-tests fresh-check lenet-data lenet-baseline lenet-trim resnet-trim mobilenet-trim squeezenet-trim bench-speed bench-export record vgg16-trim vgg16-synthetic synthetic coverage lenet-compare lenet-relief bench bench-scale test lint clean
 
 help:
 	@echo "make caffe            build Caffe from source (cached) and expose it in $(VENV)"
@@ -27,6 +27,7 @@ help:
 	@echo "make lenet-relief     NN Relief iterated as its authors run it (RELIEF_ARGS=...)"
 	@echo "make bench            APoZ collection overhead vs a bare forward pass"
 	@echo "make bench-speed      forward time against MACs of cut model-zoo nets (runs/bench/speed.json)"
+	@echo "make bench-export     every zoo and benchmark net exported to ONNX, verified, timed per runtime (runs/bench/export.json)"
 	@echo "make bench-scale      statistics and a criteria sweep on 1 and 2 Ray workers (runs/bench/scale.json)"
 	@echo "make record           copy the runs the docs cite into results/ and regenerate their tables"
 	@echo "make test             run the test suite"
@@ -120,6 +121,9 @@ bench: lenet-data
 
 bench-speed: caffe
 	$(PY) tools/bench_speed.py $(SPEED_ARGS)
+
+bench-export: caffe
+	$(PY) -m pytrim bench-export $(EXPORT_ARGS)
 
 bench-scale: lenet-data
 	@$(MAKE) --no-print-directory $(LENET_MODEL) $(LENET300_MODEL)

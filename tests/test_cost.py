@@ -18,7 +18,7 @@ from pytrim.experiments.bench_speed import summary
 from pytrim.graph.build import net_graph
 from pytrim.graph.queries import trimmable
 from pytrim.loop.report import cost_cells
-from pytrim.stats.cost import UNSTEADY, compare_cost, layer_macs, macs, spread
+from pytrim.stats.cost import UNSTEADY, compare_cost, cost_text, doubt, layer_macs, macs, spread
 from pytrim.surgery.choose import Rule, choose
 from pytrim.surgery.cut import cut
 
@@ -62,15 +62,23 @@ def test_round_to_keeps_the_next_best_channels_by_score() -> None:
 
 
 def test_the_timing_code_returns_positive_finite_medians(small_net: dict[str, Path], tmp_path: Path) -> None:
+    """Every runtime (Caffe, OpenCV's DNN, ONNX Runtime) times the nets at every batch size and
+    thread count (structure, not speed); Caffe at the most threads gives the flat keys."""
     found = compare_cost((small_net["deploy"], small_net["weights"]), [(small_net["deploy"], small_net["weights"])],
-                         repeats=3, threads=1, batches=[1, 4])  # fmt: skip
-    assert set(found["timing"]) == {"1", "4"} and found["threads"] == 1
-    for timed in found["timing"].values():
-        assert len(timed["seconds"]) == 2 and all(math.isfinite(t) and t > 0 for t in timed["seconds"])
-        assert all(math.isfinite(s) and s > 0 for s in timed["speedup"]) and timed["speedup"][0] == 1.0
+                         repeats=3, threads=2, batches=[1, 4])  # fmt: skip
+    assert found["thread_counts"] == [1, 2] and found["threads"] == 2
+    runtimes = found["timing"]["runtimes"]
+    assert set(runtimes) == {"caffe", "opencv", "onnxruntime"}
+    for by_threads in runtimes.values():
+        assert set(by_threads) == {"threads1", "threads2"}
+        for timed in (t for by_batch in by_threads.values() for t in by_batch.values()):
+            assert len(timed["seconds"]) == 2 and all(math.isfinite(t) and t > 0 for t in timed["seconds"])
+            assert all(math.isfinite(s) and s > 0 for s in timed["speedup"]) and timed["speedup"][0] == 1.0
+    assert found["timing"]["4"] == runtimes["caffe"]["threads2"]["4"]
     entry = found["nets"][0]
     assert entry["macs_ratio"] == 1.0 and entry["params_ratio"] == 1.0 and entry["speedup_batch4"] > 0
     assert entry["spread_batch4"] == 0.0  # three rounds: too few to judge the spread
+    assert entry["runtimes"]["onnxruntime"]["threads1"]["1"]["speedup"] > 0
     assert found["blas_core"] and found["cpu"]
 
 
@@ -113,13 +121,23 @@ def test_the_statistics_overhead_is_timed_whole_in_pairs(small_net: dict[str, Pa
     assert found["ratio_q1"] <= found["ratio"] <= found["ratio_q3"] and found["cpu"]
 
 
-def test_a_timing_whose_rounds_disagree_is_flagged_in_the_report() -> None:
+def test_a_timing_that_is_not_credible_is_marked_never_printed_as_a_fact() -> None:
+    """A spread beyond UNSTEADY (a busy machine) or a speedup beyond IMPLAUSIBLE x the MACs ratio
+    (found on a busy machine: a LeNet cut with 1.81x fewer MACs timed 15.39x faster) is marked."""
     assert spread([1.0, 1.0, 1.0, 1.0]) == 0.0 and spread([1.0, 1.0]) == 0.0
     assert spread([0.5, 1.0, 2.0, 40.0]) > UNSTEADY  # a busy machine: the rounds disagree
+    assert doubt(1.5, 0.01, 2.0) is None and "disagree" in doubt(1.5, 3.0, 2.0)
+    assert "beyond 1.5x the MACs ratio 1.81x" in doubt(15.39, 0.0, 1.81)
     steady = {"macs_ratio": 2.0, "speedup_batch1": 1.5, "spread_batch1": 0.01, "speedup_batch32": 1.4}
     busy = steady | {"speedup_batch32": 60.5, "spread_batch32": 3.0}
-    assert cost_cells(steady) == ["2.00x", "1.50x", "1.40x"]
-    assert cost_cells(busy) == ["2.00x", "1.50x", "60.50x?"]
+    implausible = {"macs_ratio": 1.81, "speedup_batch1": 15.39, "spread_batch1": 0.0,
+                   "runtimes": {"onnxruntime": {"threads1": {"1": {"speedup": 11.41, "spread": 0.0,
+                                                                   "doubt": doubt(11.41, 0.0, 1.81)}}}}}  # fmt: skip
+    assert cost_cells(steady)[:2] == ["2.00x", "1.50x / 1.40x"]
+    assert cost_cells(busy)[:2] == ["2.00x", "1.50x / 60.50x?"]
+    assert cost_cells(implausible) == ["1.81x", "15.39x?", "", "11.41x?"]
+    text = cost_text(implausible)
+    assert "ONNX Runtime 11.41x (not credible: 11.41x is beyond 1.5x the MACs ratio 1.81x" in text
 
 
 def test_what_rounding_buys_is_judged_against_the_noise() -> None:

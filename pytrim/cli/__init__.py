@@ -47,6 +47,7 @@ COMMANDS = {
     "overlap": ("overlap", "do two samples choose the same neurons?"),
     "bench-apoz": ("bench_apoz", "benchmark: the whole statistics path vs a bare forward pass"),
     "bench-scale": ("bench_scale", "benchmark: statistics and a sweep on 1 and 2 Ray workers"),
+    "bench-export": ("bench_export", "benchmark: every zoo and benchmark net exported to ONNX, verified and timed"),
     "bench-speed": ("bench_speed", "benchmark: forward time against MACs of cut model-zoo nets"),
     "coverage": ("coverage", "benchmark: what pytrim can trim in the model-zoo nets (filler weights, full size)"),
     "vgg16": ("vgg16", "the paper's VGG-16 run, and its synthetic stand-in"),

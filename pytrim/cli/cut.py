@@ -4,8 +4,10 @@ Only num_output (and a depthwise convolution's group, a Slice's points) changes 
 prototxts; every consumer of a trimmed layer loses the matching inputs. Unsupported
 topology is refused before anything is written, and the outputs appear together or not at
 all, with recipe.json (the cut as data). The result gives parameters, MACs, caffemodel bytes
-and forward-time ratios of the trimmed net to the original (--repeats 0: no timing). With
---verify the cut is proven against the original with the removed neurons silenced.
+and forward-time ratios of the trimmed net to the original in Caffe, OpenCV's DNN and ONNX
+Runtime (--repeats 0: no timing). With --verify the cut is proven against the original with the
+removed neurons silenced; with --onnx the trimmed net is also written as trimmed.onnx, proven
+equal to Caffe in ONNX Runtime (pytrim export).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from pytrim.caffeio.upgrade import current_format
 from pytrim.cli.options import add_fold, fold_of
 from pytrim.core.errors import VerifyFailed
+from pytrim.export.save import save_onnx
 from pytrim.stats.cost import cost_of_cut, cost_text
 from pytrim.surgery.choose import load_selection
 from pytrim.surgery.cut import cut
@@ -37,6 +40,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
                    help="cut through layers that mix channels (LRN across channels); verification then bounds "
                         "their deviation")  # fmt: skip
     p.add_argument("--repeats", type=int, default=5, help="forward-time samples per net (default 5; 0: no timing)")
+    p.add_argument("--onnx", action="store_true", help="also write <out>/trimmed.onnx, verified in ONNX Runtime")
     add_fold(p)
 
 
@@ -63,4 +67,8 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
         print(check.verdict())
         if not check.ok:
             raise VerifyFailed(check.failure())
+    if args.onnx:
+        summary["onnx"] = save_onnx(outs[-1], result.weights, args.out / "trimmed.onnx")
+        print(f"export: OK in ONNX Runtime (largest relative difference {summary['onnx']['max_relative_diff']:.3g}): "
+              f"{args.out / 'trimmed.onnx'}")  # fmt: skip
     return summary

@@ -1,10 +1,12 @@
 """What a net costs beside another (e.g. a trimmed net beside its original): parameters,
-multiply-adds (MACs) per image, caffemodel bytes, and forward time measured by Caffe, the
+multiply-adds (MACs) per image, caffemodel bytes, and forward time where nets run: Caffe,
+OpenCV's DNN (reading the prototxt and caffemodel) and ONNX Runtime (the exported model), the
 nets timed interleaved in this process after a warm-up, the median of --repeats samples, at
-batch 1 and a larger batch (8 for ImageNet-size inputs, else 32; or --batch), with --threads
-BLAS threads (default: every core). Ratios are the first net over the second (> 1: the
-second is smaller or faster). --by-layer also times every layer alone and says where the time
-goes: the speedup of the MAC layers and of the others, and the seconds per layer type.
+batch 1 and a larger batch (8 for ImageNet-size inputs, else 32; or --batch), on one thread and
+on --threads (default: every core). Ratios are the first net over the second (> 1: the second
+is smaller or faster); a ratio whose rounds disagree, or that exceeds the MACs ratio by more
+than 1.5x, is marked not credible. --by-layer also times every layer alone in Caffe and says
+where the time goes: the speedup of the MAC layers and of the others, the seconds per layer type.
 """
 
 from __future__ import annotations
@@ -33,10 +35,13 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
     cost = compare_cost((args.net, args.weights), [(args.trimmed_net, args.trimmed_weights)], args.repeats,
                         args.threads, batches, args.by_layer)  # fmt: skip
     entry = cost["nets"][0]
-    print(f"parameters {entry['params_ratio']:.2f}x fewer, MACs {entry['macs_ratio']:.2f}x fewer{cost_text(entry)} "
-          f"({cost['threads']} BLAS threads, {cost['blas_core']} kernels, {cost['cpu']})")  # fmt: skip
-    for timed in cost["timing"].values() if args.by_layer else []:
-        print(layer_lines(timed["by_layer"]))
+    print(f"parameters {entry['params_ratio']:.2f}x fewer, MACs {entry['macs_ratio']:.2f}x fewer ({cost['cpu']}, "
+          f"OpenBLAS {cost['blas_core']} kernels)")  # fmt: skip
+    for part in cost_text(entry).removeprefix("; ").split("; "):
+        print(f"  {part}")
+    for batch, timed in cost["timing"].items() if args.by_layer else []:
+        if batch != "runtimes":
+            print(layer_lines(timed["by_layer"]))
     return cost
 
 

@@ -60,6 +60,7 @@ VOCABULARY: dict[str, str] = {
     "--fold-mean": "fold removed channels' mean outputs into their consumers' biases (means from --stats)",
     "--keep-means": "collect also keeps the mean outputs consumers read (for --fold-mean)",
     "--verify": "prove the cut after making it",
+    "--onnx": "also write the trimmed net as ONNX, verified against Caffe in ONNX Runtime",
     "--exact-tol": "verification: relative tolerance of every exact blob",
     "--inexact-tol": "verification: bound on the blobs downstream of an inexact cut",
     "--passes": "verification: forward passes compared",

@@ -55,15 +55,21 @@ def cut_case(deploy: Path, weights: Path, fraction: float, round_to: int, folder
     return net, trimmed
 
 
+DEPLOYED = ("opencv", "onnxruntime")  # timed on one thread: the deployment target
+
+
 def one_net(name: str, tmp: Path, repeats: int, threads: int | None) -> list[dict[str, Any]]:
-    """Every case of one net, timed against the original in one process."""
+    """Every case of one net, timed against the original in one process: Caffe on every core
+    (with where its time goes), OpenCV's DNN and ONNX Runtime on one thread."""
     (deploy,) = write(name, tmp / name, ["deploy"])
     weights = random_weights(deploy, tmp / name / "random.caffemodel")
     cases = [(f, r) for f in FRACTIONS for r in ROUNDINGS]
     nets = [cut_case(deploy, weights, f, r, tmp / name / f"{f}-{r}") for f, r in cases]
-    cost = compare_cost((deploy, weights), nets, repeats, threads, [1, 8], layers=True)
+    most = threads or os.cpu_count() or 1
+    cost = compare_cost((deploy, weights), nets, repeats, most, [1, 8], True, ("caffe",), [most])
+    deployed = compare_cost((deploy, weights), nets, repeats, 1, [1, 8], False, DEPLOYED, [1])
     out = []
-    for (fraction, round_to), entry in zip(cases, cost["nets"], strict=True):
+    for (fraction, round_to), entry, other in zip(cases, cost["nets"], deployed["nets"], strict=True):
         row = {"net": name, "fraction": fraction, "round_to": round_to, "macs_ratio": entry["macs_ratio"],
                "params_ratio": entry["params_ratio"]}  # fmt: skip
         for batch in (1, 8):
@@ -72,23 +78,31 @@ def one_net(name: str, tmp: Path, repeats: int, threads: int | None) -> list[dic
             row[f"mac_layers_efficiency_batch{batch}"] = entry[f"mac_layers_speedup_batch{batch}"] / entry["macs_ratio"]
             row[f"other_layers_time_ratio_batch{batch}"] = entry[f"other_layers_speedup_batch{batch}"]
             row[f"other_layers_share_batch{batch}"] = entry[f"other_layers_share_batch{batch}"]
+            for runtime in DEPLOYED:
+                speed = other["runtimes"][runtime]["threads1"][str(batch)]
+                value = speed.get("speedup")
+                row[f"{runtime}_time_ratio_batch{batch}"] = value
+                row[f"{runtime}_efficiency_batch{batch}"] = None if value is None else value / entry["macs_ratio"]
+                row[f"{runtime}_doubt_batch{batch}"] = speed.get("doubt") or speed.get("refused")
         out.append(row)
     return out
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per rounding and batch: the median and the lowest efficiency over nets and cut sizes,
-    and what rounding buys (rounding_8)."""
+    """Per rounding and batch: the median and the lowest efficiency over nets and cut sizes, in
+    Caffe and (`<runtime>_...`) in each deployed runtime, and what rounding buys (rounding_8)."""
     found: dict[str, Any] = {}
     for round_to in ROUNDINGS:
         chosen = [r for r in rows if r["round_to"] == round_to]
+        place = found.setdefault(f"round_to_{round_to}", {})
         for batch in (1, 8):
-            values = [r[f"efficiency_batch{batch}"] for r in chosen]
-            found[f"round_to_{round_to}"] = found.get(f"round_to_{round_to}", {}) | {
-                f"median_efficiency_batch{batch}": statistics.median(values),
-                f"min_efficiency_batch{batch}": min(values),
-                f"median_mac_layers_efficiency_batch{batch}": statistics.median(
-                    r.get(f"mac_layers_efficiency_batch{batch}", float("nan")) for r in chosen)}  # fmt: skip
+            for prefix in ("", *(f"{runtime}_" for runtime in DEPLOYED)):
+                values = [r[f"{prefix}efficiency_batch{batch}"] for r in chosen
+                          if r.get(f"{prefix}efficiency_batch{batch}") is not None]  # fmt: skip
+                place[f"{prefix}median_efficiency_batch{batch}"] = statistics.median(values) if values else None
+                place[f"{prefix}min_efficiency_batch{batch}"] = min(values) if values else None
+            place[f"median_mac_layers_efficiency_batch{batch}"] = statistics.median(
+                r.get(f"mac_layers_efficiency_batch{batch}", float("nan")) for r in chosen)  # fmt: skip
     found["rounding_8"] = rounding_gain(rows)
     return found
 

@@ -43,6 +43,7 @@ RECORDS: dict[str, Record] = {
     "squeezenet-trim": Record("runs/squeezenet-trim/report.json", "make squeezenet-trim", tables.trim_run),
     "coverage": Record("runs/synthetic/coverage.json", "make coverage", tables.coverage),
     "bench-speed": Record("runs/bench/speed.json", "make bench-speed", tables.speed),
+    "bench-export": Record("runs/bench/export.json", "make bench-export", tables.export),
     "bench-apoz": Record("runs/bench/apoz_overhead.json", "make bench", tables.apoz_overhead),
     "bench-scale": Record("runs/bench/scale.json", "make bench-scale", tables.scale),
     "lenet-compare": Record("runs/lenet-compare/report.json", "make lenet-compare", tables.criteria),

@@ -7,7 +7,7 @@ import statistics
 from typing import Any
 
 from pytrim.loop.report import plan_lines, result_line, shown
-from pytrim.stats.cost import unsteady
+from pytrim.stats.cost import speedups
 from pytrim.stats.evaluate import ACCURACY
 
 TIMES = "\N{MULTIPLICATION SIGN}"
@@ -35,11 +35,10 @@ def provenance_line(entry: dict[str, Any]) -> str:
     return f"_Recorded from `{entry['source']}` (`{entry['command']}`), {when}, on {on}._"
 
 
-def speed_cells(cost: dict[str, Any] | None) -> tuple[str, str]:
-    """MACs ratio and 'batch 1 / larger batch' speedups ('?': the timing's rounds disagreed)."""
+def speed_cells(cost: dict[str, Any] | None, runtime: str = "caffe", threads: str | None = None) -> tuple[str, str]:
+    """MACs ratio and one runtime's 'batch 1 / larger batch' speedups ('?': not credible)."""
     cost = cost or {}
-    batches = sorted((k.removeprefix("speedup_batch") for k in cost if k.startswith("speedup_batch")), key=int)
-    speeds = [_x(cost[f"speedup_batch{b}"]) + ("?" if unsteady(cost, b) else "") for b in batches]
+    speeds = ["n/a" if v is None else _x(v) + ("?" if why else "") for _, v, why in speedups(cost, runtime, threads)]
     return _x(cost.get("macs_ratio")), " / ".join(speeds)
 
 
@@ -104,9 +103,14 @@ def headline(trims: dict[str, dict[str, Any]], coverage_entry: dict | None, spee
         ]
     if speed_entry:
         plain = speed_entry["data"]["summary"]["round_to_1"]
-        lines += ["", "Speed (`make bench-speed`, Caffe's CPU kernels): the time falls by a median "
-                  f"{plain['median_efficiency_batch1']:.2f} of the MACs' fall at batch 1 and "
-                  f"{plain['median_efficiency_batch8']:.2f} at batch 8."]  # fmt: skip
+        deployed = "; ".join(
+            f"{title} {_plain(plain.get(f'{r}_median_efficiency_batch1'))} / "
+            f"{_plain(plain.get(f'{r}_median_efficiency_batch8'))}"
+            for title, r in DEPLOYED
+        )
+        lines += ["", "Speed (`make bench-speed`): the forward time falls by a median fraction of the MACs' fall, "
+                  f"at batch 1 / 8, of {deployed} (one thread); Caffe's CPU kernels "
+                  f"{plain['median_efficiency_batch1']:.2f} / {plain['median_efficiency_batch8']:.2f}."]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -127,42 +131,81 @@ def coverage(nets: dict[str, Any]) -> str:
     return "\n".join(_rows(head, rows))
 
 
+DEPLOYED = (("OpenCV", "opencv"), ("ONNX Runtime", "onnxruntime"))
+
+
+def _pair(row: dict[str, Any], key: str, doubt: str | None = None) -> str:
+    """'batch 1 / batch 8' of one key ('?': not credible; 'n/a': not run)."""
+    cells = []
+    for batch in (1, 8):
+        value = row.get(f"{key}_batch{batch}")
+        mark = "?" if doubt and row.get(f"{doubt}_batch{batch}") else ""
+        cells.append("n/a" if value is None else f"{value:.2f}{mark}")
+    return " / ".join(cells)
+
+
 def speed(result: dict[str, Any]) -> str:
-    """`make bench-speed`: per case the MACs ratio, the time ratios and efficiencies, where the
-    time goes; then the medians."""
-    head = [
-        "net",
-        "cut",
-        "round_to",
-        "MACs",
-        "time, batch 1",
-        "time, batch 8",
-        "efficiency, batch 1",
-        "efficiency, batch 8",
-        "MAC layers' efficiency, batch 1 / 8",
-        "other layers: share, speedup (batch 1)",
-    ]
-    rows = [[c["net"], f"{c['fraction']:.2f}", str(c["round_to"]), _x(c["macs_ratio"]), _x(c["time_ratio_batch1"]),
-             _x(c["time_ratio_batch8"]), f"{c['efficiency_batch1']:.2f}", f"{c['efficiency_batch8']:.2f}",
-             f"{c['mac_layers_efficiency_batch1']:.2f} / {c['mac_layers_efficiency_batch8']:.2f}",
+    """`make bench-speed`: per case the MACs ratio, Caffe's time ratio and efficiency (and where
+    its time goes), OpenCV's and ONNX Runtime's efficiency on one thread; then the medians."""
+    head = ["net", "cut", "round_to", "MACs", "Caffe time, b1 / b8", "Caffe efficiency, b1 / b8",
+            *(f"{t} efficiency, b1 / b8 (1 thread)" for t, _ in DEPLOYED), "Caffe MAC layers' efficiency, b1 / b8",
+            "Caffe other layers: share, speedup (b1)"]  # fmt: skip
+    rows = [[c["net"], f"{c['fraction']:.2f}", str(c["round_to"]), _x(c["macs_ratio"]), _pair(c, "time_ratio"),
+             _pair(c, "efficiency"), *(_pair(c, f"{r}_efficiency", f"{r}_doubt") for _, r in DEPLOYED),
+             _pair(c, "mac_layers_efficiency"),
              f"{c['other_layers_share_batch1']:.0%}, {_x(c['other_layers_time_ratio_batch1'])}"]
             for c in result["cases"]]  # fmt: skip
     lines = [*_rows(head, rows), ""]
     for rounding, found in result["summary"].items():
-        if rounding.startswith("round_to_"):
-            lines.append(f"- round_to {rounding.removeprefix('round_to_')}: median efficiency "
-                         f"{found['median_efficiency_batch1']:.2f} (batch 1) and "
-                         f"{found['median_efficiency_batch8']:.2f} (batch 8), lowest "
-                         f"{found['min_efficiency_batch1']:.2f} / {found['min_efficiency_batch8']:.2f}; MAC layers "
-                         f"alone {found['median_mac_layers_efficiency_batch1']:.2f} / "
-                         f"{found['median_mac_layers_efficiency_batch8']:.2f}.")  # fmt: skip
+        if not rounding.startswith("round_to_"):
+            continue
+        parts = [
+            f"Caffe {_plain(found['median_efficiency_batch1'])} / {_plain(found['median_efficiency_batch8'])} "
+            f"(lowest {_plain(found['min_efficiency_batch1'])} / {_plain(found['min_efficiency_batch8'])})"
+        ]
+        parts += [f"{title} {_plain(found.get(f'{r}_median_efficiency_batch1'))} / "
+                  f"{_plain(found.get(f'{r}_median_efficiency_batch8'))} (lowest "
+                  f"{_plain(found.get(f'{r}_min_efficiency_batch1'))} / "
+                  f"{_plain(found.get(f'{r}_min_efficiency_batch8'))})" for title, r in DEPLOYED]  # fmt: skip
+        lines.append(f"- round_to {rounding.removeprefix('round_to_')}, median efficiency at batch 1 / 8: "
+                     + "; ".join(parts) + f"; Caffe's MAC layers alone "
+                     f"{_plain(found['median_mac_layers_efficiency_batch1'])} / "
+                     f"{_plain(found['median_mac_layers_efficiency_batch8'])}.")  # fmt: skip
     gain = result["summary"]["rounding_8"]
-    lines.append(f"- Rounding to 8, where it changed the widths: median efficiency gain {_signed(gain, 1)} (batch 1) "
-                 f"and {_signed(gain, 8)} (batch 8), against a noise of {_plain(gain['noise_batch1'])} / "
+    lines.append(f"- Rounding to 8 in Caffe, where it changed the widths: median efficiency gain {_signed(gain, 1)} "
+                 f"(batch 1) and {_signed(gain, 8)} (batch 8), against a noise of {_plain(gain['noise_batch1'])} / "
                  f"{_plain(gain['noise_batch8'])} (the same widths timed twice).")  # fmt: skip
-    lines.append(f"- Timed with {result['threads']} BLAS threads, OpenBLAS {result['blas_core']} kernels, "
-                 f"{result['repeats']} rounds.")  # fmt: skip
+    lines.append(f"- Caffe timed with {result['threads']} BLAS threads (OpenBLAS {result['blas_core']} kernels), "
+                 f"OpenCV and ONNX Runtime on one thread; {result['repeats']} rounds; `?`: not credible.")  # fmt: skip
     return "\n".join(lines)
+
+
+def export(result: dict[str, Any]) -> str:
+    """`make bench-export`: per net, original and trimmed, whether it exported, how close to
+    Caffe in ONNX Runtime and in OpenCV, and each runtime's speed against Caffe's on one thread."""
+    head = ["net", "model", "exported", "ONNX Runtime vs Caffe", "OpenCV vs Caffe", "OpenCV: Caffe time / its",
+            "ONNX Runtime: Caffe time / its"]  # fmt: skip
+    rows = []
+    for name, kinds in result["nets"].items():
+        for kind, e in kinds.items():
+            if not e["exported"]:
+                rows.append([name, kind, "no: " + e["error"][:120], "", "", "", ""])
+                continue
+            opencv = f"{e['opencv_max_relative_diff']:.1e}" if "opencv_max_relative_diff" in e else "cannot load"
+            opencv += " (differs: see caveats)" if e.get("opencv_caveats") else ""
+            times = [_x(e["times"][r]["caffe_over_this"]) if "seconds" in e["times"].get(r, {}) else "n/a"
+                     for r in ("opencv", "onnxruntime")]  # fmt: skip
+            rows.append([name, kind, "yes", f"{e['max_relative_diff']:.1e}", opencv, *times])
+    found = result["summary"]
+    lines = [*_rows(head, rows), "", f"- {found['exported']} of {found['models']} models exported and verified, "
+             f"the largest relative difference to Caffe {_sci(found['max_relative_diff'])}; median speed against "
+             f"Caffe on one thread: OpenCV {_x(found['opencv_median_caffe_over_this'])}, ONNX Runtime "
+             f"{_x(found['onnxruntime_median_caffe_over_this'])}."]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _sci(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1e}"
 
 
 def _signed(gain: dict[str, Any], batch: int) -> str:

@@ -29,6 +29,7 @@ from pytrim.loop.steps import (
     baseline,
     collect_step,
     cut_step,
+    export_step,
     mean_apoz,
     retrain_step,
     scratch,
@@ -182,12 +183,14 @@ def prepare(s: Schedule, log: Callable[[str], None] = print) -> Schedule:
 
 
 def finish(run: Run, final: Nets) -> None:
-    """The final net's statistics (its APoZ beside the iterations') and the ablation."""
+    """The final net's statistics (its APoZ beside the iterations'), its ONNX export and the
+    ablation."""
     if not run.state.data["final_iteration"]:
         return
     record = run.state.data.setdefault("final", {})
     collected = stats_step(run, record, final, run.s.out / "final", "the final net")
     record["mean_apoz"] = mean_apoz(collected)
+    record["onnx"] = export_step(run, record, final)
     run.state.save()
     if run.s.scratch:
         scratch(run, final.net)

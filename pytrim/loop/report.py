@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pytrim.core.files import provenance, together, write_atomic, write_json
-from pytrim.stats.cost import UNSTEADY, unsteady
+from pytrim.stats.cost import IMPLAUSIBLE, UNSTEADY, speedups
 from pytrim.stats.evaluate import ACCURACY
 from pytrim.stats.statsfile import load_stats
 
@@ -59,6 +59,7 @@ def build(state: dict[str, Any], val: bool, metric: str = ACCURACY, tolerance: f
                                                       "test_difference_stderr")}  # fmt: skip
     report["final"] |= {"iteration": accepted, "compression": round(base["params"] / final["params"], 4)}
     report["final"]["mean_apoz"] = (state.get("final") or {}).get("mean_apoz") if accepted else None
+    report["final"]["onnx"] = (state.get("final") or {}).get("onnx") if accepted else None
     report["scratch"] = {}
     scratch = state.get("scratch") or {}
     if "value" in scratch and accepted and scratch.get("widths") == final["widths"]:
@@ -84,22 +85,42 @@ def ratio(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}x"
 
 
+RUNTIME_COLUMNS = (("Caffe", "caffe", None), ("OpenCV DNN", "opencv", "threads1"),
+                   ("ONNX Runtime", "onnxruntime", "threads1"))  # fmt: skip
+
+
 def cost_cells(cost: dict[str, Any] | None) -> list[str]:
-    """MACs ratio and forward-time speedups at batch 1 and the larger batch ("?": the timing's
-    rounds disagreed, pytrim.stats.cost.UNSTEADY)."""
+    """MACs ratio, then per runtime the forward-time speedups 'batch 1 / larger batch' ("?": not
+    credible, pytrim.stats.cost.doubt; "n/a": the runtime could not run the net)."""
     cost = cost or {}
-    batches = sorted((k.removeprefix("speedup_batch") for k in cost if k.startswith("speedup_batch")), key=int)
-    cells = [ratio(cost[f"speedup_batch{b}"]) + ("?" if unsteady(cost, b) else "") for b in batches]
-    return [ratio(cost.get("macs_ratio")), *[*cells, "", ""][:2]]
+    cells = [ratio(cost.get("macs_ratio"))]
+    for _, runtime, threads in RUNTIME_COLUMNS:
+        found = speedups(cost, runtime, threads)
+        cells.append(" / ".join("n/a" if value is None else ratio(value) + ("?" if why else "")
+                                for _, value, why in found))  # fmt: skip
+    return cells
+
+
+def runtime_titles(report: dict[str, Any]) -> dict[str, str]:
+    """Column titles that say the batch sizes and threads: 'Caffe b1 / b32 (2 threads)'."""
+    costs = [it.get("cost") or {} for it in report["iterations"]]
+    titles = {}
+    for title, runtime, threads in RUNTIME_COLUMNS:
+        batches = next((" / ".join(f"b{b}" for b, _, _ in found) for found in (speedups(c, runtime, threads)
+                        for c in costs) if found), "")  # fmt: skip
+        count = threads.removeprefix("threads") if threads else next((str(c["threads"]) for c in costs
+                                                                       if "threads" in c), "?")  # fmt: skip
+        titles[title] = f"{title} {batches} ({count} thread{'s' if count != '1' else ''})"
+    return titles
 
 
 def iteration_row(report: dict[str, Any], it: dict[str, Any]) -> dict[str, str]:
     """One iteration's cells, by column (pytrim.loop.report.header)."""
     m, scale = report["metric"], 100 if report["metric"] == ACCURACY else 1
-    macs, speed1, speed2 = cost_cells(it.get("cost"))
+    macs, *speeds = cost_cells(it.get("cost"))
     row = {"Network": f"Trim-{it['iteration']}" + (" (stopped)" if it.get("stopped") else ""),
            "Widths": it["widths"], "Parameters": f"{it['params']:,}", "Compression": f"{it['compression']:.2f}x",
-           "MACs": macs, "Speed (batch 1)": speed1, "Speed (larger batch)": speed2,
+           "MACs": macs, **{title: cell for (title, _, _), cell in zip(RUNTIME_COLUMNS, speeds, strict=True)},
            "after cut": shown(it["value_trimmed"], m), "after retraining": shown(it["value_retrained"], m),
            "Top-5 after cut": pct(it.get("top5_trimmed")), "Top-5 after retraining": pct(it.get("top5_retrained")),
            "Top-1 after cut, means not folded": pct(it.get("top1_trimmed_nofold")), "Kept": it["kept"],
@@ -112,7 +133,7 @@ def table_rows(report: dict[str, Any]) -> list[dict[str, str]]:
     """The table's rows by column: the original, every iteration, the final net, from scratch."""
     base, m = report["baseline"], report["metric"]
     rows = [{"Network": "Original", "Widths": base["widths"], "Parameters": f"{base['params']:,}",
-             "Compression": "1.00x", "MACs": "1.00x", "Speed (batch 1)": "1.00x", "Speed (larger batch)": "1.00x",
+             "Compression": "1.00x", "MACs": "1.00x", **{title: "1.00x" for title, _, _ in RUNTIME_COLUMNS},
              "after retraining": shown(base["value"], m), "Top-5 after retraining": pct(base.get("top5")),
              "of the kept weights": shown(base["value"], m)}]  # fmt: skip
     rows += [iteration_row(report, it) for it in report["iterations"]]
@@ -130,14 +151,14 @@ def header(report: dict[str, Any], layers: list[str], top5: bool, fold: bool) ->
     """(column key, column title) of the table."""
     m = "Top-1" if report["metric"] == ACCURACY else report["metric"]
     on = report["decisions_on"]
-    keys = ["Network", "Widths", "Parameters", "Compression", "MACs", "Speed (batch 1)", "Speed (larger batch)",
+    keys = ["Network", "Widths", "Parameters", "Compression", "MACs", *(t for t, _, _ in RUNTIME_COLUMNS),
             "after cut", "after retraining"]  # fmt: skip
     keys += ["Top-5 after cut", "Top-5 after retraining"] if top5 else []
     keys += ["Top-1 after cut, means not folded"] if fold else []
     keys += ["Kept", "of the kept weights", "Paired difference", "Accepted"] + [f"mean APoZ {n}" for n in layers]
     titles = {"after cut": f"{m} after cut", "after retraining": f"{m} after retraining",
               "of the kept weights": f"{m} of the kept weights",
-              "Paired difference": f"Paired difference on {on}"}  # fmt: skip
+              "Paired difference": f"Paired difference on {on}"} | runtime_titles(report)  # fmt: skip
     return [(key, titles.get(key, key)) for key in keys]
 
 
@@ -177,6 +198,10 @@ def result_line(report: dict[str, Any]) -> str:
                  "paired).")  # fmt: skip
     else:
         text += f"{scale * (final['value'] - base['value']):+.2f}{unit})."
+    onnx = final.get("onnx")
+    if onnx:
+        text += (f"\nExported to `{Path(onnx['path']).name}` in the run folder, equal to Caffe in ONNX Runtime within "
+                 f"{onnx['max_relative_diff']:.2g} (relative).")  # fmt: skip
     scratch = report.get("scratch") or {}
     if scratch:
         diff = scale * report["inherited_minus_scratch_value"]
@@ -198,15 +223,17 @@ def notes(report: dict[str, Any]) -> str:
         text = "No validation split was given: decisions were made on the test set it reports. "
     text += (f"An iteration is accepted when its {m}, paired image by image with the baseline's, is within the "
              f"tolerance ({report['tolerance']}) as a point estimate; the loop stops when one is beyond it by more "
-             "than the paired standard error. MACs and speed are ratios to the original (forward time measured "
-             "by Caffe, interleaved); mean APoZ is measured before each iteration's cut.")  # fmt: skip
+             "than the paired standard error. MACs and speed are ratios to the original (forward times in Caffe, "
+             "OpenCV's DNN and ONNX Runtime, the nets interleaved); mean APoZ is measured before each "
+             "iteration's cut.")  # fmt: skip
     machine = report["baseline"].get("machine") or {}
     if machine.get("cpu"):
         text += (f" Computed on {machine['cpu']} ({machine['cores']} cores) with OpenBLAS {machine['blas_core']} "
                  f"kernels, {machine['blas_threads']} thread per child process.")  # fmt: skip
     if any("?" in cell for it in report["iterations"] for cell in cost_cells(it.get("cost"))):
-        text += (f" A speed marked ? was timed while the machine was busy (its rounds disagreed by more than "
-                 f"{UNSTEADY:.0%}): time it again with `python -m pytrim speed`.")  # fmt: skip
+        text += (f" A speed marked ? is not credible: its rounds disagreed by more than {UNSTEADY:.0%} (the machine "
+                 f"was busy) or it exceeds {IMPLAUSIBLE:g}x the MACs ratio; time it again with "
+                 "`python -m pytrim speed`.")  # fmt: skip
     return text
 
 

@@ -31,7 +31,8 @@ STEP_VERSIONS = {
     "cut": 2,
     "verify": 2,
     "retrain": 1,
-    "speed": 2,
+    "speed": 3,  # 3: per runtime (Caffe, OpenCV, ONNX Runtime), one thread and every core
+    "export": 1,
 }
 _digests: dict[tuple[str, int, int], str] = {}
 

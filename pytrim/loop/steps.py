@@ -180,6 +180,18 @@ def stats_step(run: Run, record: dict[str, Any], nets: Nets, folder: Path, label
     return collect(run, record, nets, folder, label, [], {})
 
 
+def export_step(run: Run, record: dict[str, Any], nets: Nets) -> dict[str, Any]:
+    """The result as an ONNX model, <out>/final.onnx, proven equal to Caffe in ONNX Runtime
+    (`pytrim export` in a child process; the deploy prototxt when the schedule has one)."""
+    net, out = nets.deploy or nets.net, run.s.out / "final.onnx"
+    args = ["--net", str(net), "--weights", str(nets.weights), "--out", str(out)]
+    work = lambda: run.child("export", args, run.s.out / "logs/export.log", "export the result to ONNX")  # noqa: E731
+    found = run.step(record, "export", {"tol": VERIFY_TOL}, {"net": net, "weights": nets.weights}, work, [out],
+                     "export the result to ONNX")  # fmt: skip
+    return {"path": str(out), "ok": found["ok"], "max_relative_diff": found["max_relative_diff"],
+            "inputs": found["inputs"], "outputs": found["outputs"]}  # fmt: skip
+
+
 def baseline(run: Run) -> dict[str, Any]:
     """The baseline's weights (trained if the schedule allows it), size and metric."""
     s, record = run.s, run.state.data["baseline"]
