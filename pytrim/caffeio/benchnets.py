@@ -10,6 +10,10 @@ the topologies the trimming loop must survive, small enough to train on two core
     squeezenet_fm  SqueezeNet-style fire modules (a 1x1 squeeze, then 1x1 and 3x3 expands joined
                    by Concat), with BatchNorm + Scale, a 1x1 classifier convolution (no ReLU on the
                    class scores) and global average pooling
+    densenet_fm    DenseNet-style: conv1 (24, stride 2), three dense blocks of four pre-activation layers
+                   (BatchNorm + Scale, ReLU, 3x3 convolution of 12 channels, each output joined to
+                   the block's input by Concat), transitions (BatchNorm, ReLU, 1x1 convolution to
+                   half the channels, average pooling), global average pooling, fc (10)
 
 Their BatchNorm layers average statistics with moving_average_fraction 0.9 (not Caffe's
 0.999): with a few thousand iterations at a high rate the slower average lags the weights and
@@ -100,13 +104,43 @@ def squeezenet_fm(n: Any, data: Any) -> Any:
     return pool(n, "pool10", x, "AVE")
 
 
+DENSENET_FM = (4, 4, 4)  # layers per dense block
+GROWTH = 12
+
+
+def pre_activation(n: Any, name: str, x: Any) -> Any:
+    """BatchNorm `name`/bn (its own top: the blob it reads is a Concat other layers read too) ->
+    Scale -> ReLU, in place."""
+    n[f"{name}/bn"] = L.BatchNorm(x, in_place=False, batch_norm_param=BN)
+    n[f"{name}/scale"] = L.Scale(n[f"{name}/bn"], in_place=True, bias_term=True)
+    return relu(n, f"{name}/relu", n[f"{name}/scale"])
+
+
+def densenet_fm(n: Any, data: Any) -> Any:
+    """conv1 (24), dense blocks of DENSENET_FM pre-activation layers of GROWTH channels joined by
+    Concat, transitions to half the channels with average pooling, global pooling, fc."""
+    x, channels = conv(n, "conv1", data, 24, 3, stride=2, pad=1, bias=None), 24
+    for block, layers in enumerate(DENSENET_FM, 1):
+        for index in range(1, layers + 1):
+            name = f"dense{block}_{index}"
+            y = conv(n, name, pre_activation(n, name, x), GROWTH, 3, pad=1, bias=None)
+            n[f"{name}/concat"] = L.Concat(x, y)
+            x, channels = n[f"{name}/concat"], channels + GROWTH
+        if block < len(DENSENET_FM):
+            t = conv(n, f"trans{block}", pre_activation(n, f"trans{block}", x), channels // 2, 1, bias=None)
+            x, channels = pool(n, f"trans{block}/pool", t, "AVE", 2, 2), channels // 2
+    return fc(n, "fc", pool(n, "pool", pre_activation(n, "final", x), "AVE"), 10, filler("msra"))
+
+
 NETS: dict[str, Callable[[Any, Any], Any]] = {
     "resnet_fm": resnet_fm,
     "mobilenet_fm": mobilenet_fm,
     "squeezenet_fm": squeezenet_fm,
+    "densenet_fm": densenet_fm,
 }
 TITLES = {"resnet_fm": "ResNet-8 (Fashion-MNIST)", "mobilenet_fm": "MobileNet v2-style (Fashion-MNIST)",
-          "squeezenet_fm": "SqueezeNet-style (Fashion-MNIST)"}  # fmt: skip
+          "squeezenet_fm": "SqueezeNet-style (Fashion-MNIST)",
+          "densenet_fm": "DenseNet-style (Fashion-MNIST)"}  # fmt: skip
 
 
 def data_layer(phase: str, source: str, batch: int) -> Any:

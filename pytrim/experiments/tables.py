@@ -67,7 +67,9 @@ def trim_run(report: dict[str, Any]) -> str:
     for it in report["iterations"]:
         macs, speed = speed_cells(it.get("cost"))
         accepted = ("yes" if it["accepted"] else "no") + (" (stopped)" if it.get("stopped") else "")
-        rows.append([f"Trim-{it['iteration']}", it["widths"], f"{it['params']:,}", _x(it["compression"]), macs, speed,
+        label = it.get("label") or f"Trim-{it['iteration']}"
+        label += f" ({it['why_try']})" if it.get("try", "a") != "a" else ""
+        rows.append([label, it["widths"], f"{it['params']:,}", _x(it["compression"]), macs, speed,
                      _value(it, metric), _difference(it, metric), accepted])  # fmt: skip
     lines = [*_rows(head, rows), "", *plan_lines(report), result_line(report)]
     return "\n".join(lines).replace("\n\n\n", "\n\n")
@@ -81,11 +83,15 @@ def headline(trims: dict[str, dict[str, Any]], coverage_entry: dict | None, spee
     for name, entry in trims.items():
         report = entry["data"]
         final, base = report["final"], report["baseline"]
-        chosen = report["iterations"][final["iteration"] - 1] if final["iteration"] else None
+        chosen = final["iteration"] or None
         macs, speed = speed_cells(final.get("cost"))
         difference = "" if final.get("test_difference") is None else (
             f"{100 * final['test_difference']:+.2f} ± {100 * final['test_difference_stderr']:.2f}")  # fmt: skip
-        result = f"Trim-{final['iteration']} of {len(report['iterations'])}" if chosen else "baseline"
+        result = (
+            f"{final.get('label') or 'Trim-' + str(final['iteration'])} of {len(report['iterations'])}"
+            if chosen
+            else "baseline"
+        )
         rows.append([f"`make {name}`", _value(base, report["metric"]), result, _x(final["compression"]) + " fewer",
                      macs + " fewer", speed.split(" / ")[0], _value(final | {"top1_stderr": None}, report["metric"]),
                      difference])  # fmt: skip

@@ -22,7 +22,9 @@ from pytrim.caffeio.upgrade import current_format
 from pytrim.core.errors import BadInput
 from pytrim.core.files import FolderLock, claim_run_folder, marker_kind
 from pytrim.graph.queries import widths_text
+from pytrim.loop import plan as auto
 from pytrim.loop.evaluation import better, judge, measure, speed_step
+from pytrim.loop.retraining import retrain_step
 from pytrim.loop.run import Iteration, Nets, Run
 from pytrim.loop.schedule import Schedule, validate
 from pytrim.loop.steps import (
@@ -31,12 +33,13 @@ from pytrim.loop.steps import (
     cut_step,
     export_step,
     mean_apoz,
-    retrain_step,
     scratch,
     select_step,
     stats_step,
     verify_step,
 )
+
+TRIES = "abcdefghij"  # the letters of an iteration's tries: Trim-3, Trim-3b, Trim-3c, ...
 
 
 def keep_better(run: Run, it: Iteration, before: dict, after: dict | None) -> dict[str, Any]:
@@ -85,16 +88,15 @@ def evaluate_cut(run: Run, it: Iteration, logs: Any) -> tuple[dict[str, Any], fl
     return before, unfolded["test"]["top1"]
 
 
-def iteration(run: Run, number: int, source: Nets) -> dict[str, Any] | None:
-    """One trimming iteration; returns its record, or None when nothing is left to trim."""
-    plan = run.s.plan_for(number)
-    it = Iteration(number, plan, source, run.s.out / f"iter-{number:02d}", run.state.iteration(number))
+def attempt(run: Run, it: Iteration, chain: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """One try of an iteration; returns its record, or None when nothing is left to trim."""
     collected = collect_step(run, it)
-    it.record["mean_apoz"] = mean_apoz(collected)
-    chosen = select_step(run, it, collected)
-    it.record.update(plan=chosen["plan"], layers=chosen["plan"]["trimmed"])
+    it.record.update(mean_apoz=mean_apoz(collected), label=it.label, shrink=it.shrink)
+    chosen = select_step(run, it, collected, chain)
+    it.record.update(plan=chosen["plan"], layers=chosen["plan"]["trimmed"], folder=it.folder.name,
+                     selected=chosen["layers"])  # fmt: skip
     if not chosen["plan"]["trimmed"]:
-        run.log(f"iteration {number}: no neuron is chosen for removal; nothing left to trim")
+        run.log(f"{it.label}: no neuron is chosen for removal; nothing left to trim")
         it.record["nothing_to_trim"] = True
         run.state.save()
         return None
@@ -108,45 +110,88 @@ def iteration(run: Run, number: int, source: Nets) -> dict[str, Any] | None:
     if not retrained.get("skipped"):
         after = measure(run, it.record, "retrained", it.trimmed.net, it.retrained, logs)
         it.record["curve"] = retrained.get("tests", {})
+        it.record["retraining"] = {k: retrained.get(k) for k in ("iterations", "best_iteration", "ended", "validation")}
     keep_better(run, it, before, after)
     summarize(run, it, cut_result, verified, before, after)
     net, base_net = it.trimmed.deploy or it.trimmed.net, run.s.deploy or run.s.net
     it.record["cost"] = speed_step(run, it.record, base_net, run.s.weights, net, it.trimmed.weights)
-    run.log(f"iteration {number}: {it.record['widths']}, {it.record['params']:,} parameters "
+    run.log(f"{it.label}: {it.record['widths']}, {it.record['params']:,} parameters "
             f"({it.record['compression']:.2f}x, {it.record['cost']['macs_ratio']:.2f}x fewer MACs), "
             f"keeps the {it.record['kept']} weights")  # fmt: skip
     return it.record
 
 
 def verdict_line(record: dict[str, Any]) -> str:
-    """The decision on one iteration, its paired difference said as better or worse."""
+    """The decision on one try, its paired difference said as better or worse."""
     verdict = "accepted" if record["accepted"] else "not accepted (beyond the tolerance)"
     change = "worse" if record["loss"] > 0 else "better"
-    return f"  {verdict}: {abs(record['loss']):.3g} {change} than the baseline ± {record['loss_stderr']:.3g} (paired)"
+    return (f"  {record['label']} {verdict}: {abs(record['loss']):.3g} {change} than the baseline ± "
+            f"{record['loss_stderr']:.3g} (paired)")  # fmt: skip
+
+
+def smaller(run: Run, record: dict[str, Any]) -> dict[str, Any] | None:
+    """How the next try of an iteration steps less far than `record`: first without the groups
+    its plan added (the newest neighbours), then with each group's removal halved; None when
+    no smaller step is left (every group lost one channel)."""
+    added = auto.newest(record["plan"]) if record.get("try", "a") == "a" else []
+    kept = [name for name in record["plan"]["trimmed"] if name not in added]
+    if added and kept:
+        return {"kind": "without", "groups": added, "why": f"without the groups its plan added ({', '.join(added)})"}
+    removed = {name: size["width"] - size["kept"] for name, size in record["selected"].items()
+               if name in record["plan"]["trimmed"]}  # fmt: skip
+    if all(count <= 1 for count in removed.values()):
+        return None
+    return {"kind": "halved", "removed": removed, "from": record["label"], "why": "each group's removal halved"}
+
+
+def iteration(run: Run, base: dict[str, Any], number: int, source: Nets,
+              chain: list[dict[str, Any]]) -> dict[str, Any] | None:  # fmt: skip
+    """Iteration `number`: its first try, then (while a try is not accepted) up to `retries`
+    smaller steps from the same parent; the record the loop goes on from (None: nothing left)."""
+    plan, first, shrink, record = run.s.plan_for(number), None, None, None
+    for index in range(run.s.retries + 1):
+        letter = TRIES[index]
+        folder = run.s.out / (f"iter-{number:02d}" + ("" if letter == "a" else letter))
+        it = Iteration(number, plan, source, folder, run.state.attempt(number, letter), letter, shrink, first)
+        found = attempt(run, it, chain)
+        if found is None:
+            return record
+        record = found
+        run.state.data.setdefault("tried", []).append([number, letter])
+        judge(run, base, record)
+        record["why_try"] = (shrink or {}).get("why", "the plan")
+        run.state.save()
+        run.log(verdict_line(record))
+        first = first or record
+        shrink = None if record["accepted"] else smaller(run, record)
+        if shrink is None:
+            break
+        run.log(f"  trying {TRIES[index + 1]}: a smaller step from the same parent, {shrink['why']}")
+    return record
 
 
 def iterate(run: Run, base: dict[str, Any]) -> Nets:
     """Iterations until the schedule's count, the stop rule or nothing left; returns the
     accepted net (the baseline when no iteration is accepted)."""
     s = run.s
-    accepted, nets, result = 0, Nets(s.net, s.deploy, s.weights), Nets(s.net, s.deploy, s.weights)
+    accepted, nets, result = None, Nets(s.net, s.deploy, s.weights), Nets(s.net, s.deploy, s.weights)
+    chain: list[dict[str, Any]] = []
+    run.state.data["tried"] = []
     for number in range(1, s.iterations + 1):
-        record = iteration(run, number, nets)
-        run.state.data["last_iteration"] = number if record else number - 1
+        record = iteration(run, base, number, nets, chain)
         if record is None:
             break
-        judge(run, base, record)
-        run.state.save()
-        run.log(verdict_line(record))
+        chain.append(record)
         if record["stopped"]:
-            run.log(f"stop: {record['stopped']}; the result is iteration {accepted}")
+            run.log(f"stop: {record['stopped']}; the result is {accepted['label'] if accepted else 'the baseline'}")
             break
-        folder = s.out / f"iter-{number:02d}"
+        folder = s.out / record["folder"]
         deploy = folder / "deploy.prototxt" if s.deploy else None
         nets = Nets(folder / "train_val.prototxt", deploy, folder / f"{record['kept']}.caffemodel")
         if record["accepted"]:
-            accepted, result = number, nets
-    run.state.data["final_iteration"] = accepted
+            accepted, result = record, nets
+    run.state.data["result_label"] = accepted["label"] if accepted else None
+    run.state.data["final_iteration"] = accepted["iteration"] if accepted else 0
     run.state.save()
     return result
 

@@ -1,13 +1,15 @@
 """The paper's plan, automated (`layers = "auto"`): Network Trimming starts with the layers of
 highest mean APoZ and then trims their neighbours too. On the channel-dependency graph: the
 first iteration trims the `auto_start` trimmable groups of highest mean APoZ; each later
-iteration trims the groups the iteration before trimmed and the groups adjacent to them in
-the graph (pytrim.graph.queries.neighbours); a group whose rule selects nothing drops out for
-good. Only groups whose outputs pass a ReLU take part: APoZ is a property of ReLU outputs, and
-a group without one (a MobileNet v2 block's linear projection) would count its negative half
-as zeros. Adjacency looks through such a group: in MobileNet v2 a block's expansion touches
-only linear projections, and the groups beyond them (the next blocks' expansions) are its
-neighbours. Every choice is recorded with its reason (mean APoZ, rank, adjacency) for the report.
+iteration trims the groups the iteration before trimmed and at most `auto_grow` of the groups
+adjacent to them in the graph (pytrim.graph.queries.neighbours), the highest mean APoZ first
+(in a dense block every group touches every other: all of them at once is too far a step); a
+group whose rule selects nothing drops out for good. Only groups whose outputs pass a ReLU
+take part: APoZ is a property of ReLU outputs, and a group without one (a MobileNet v2 block's
+linear projection) would count its negative half as zeros. Adjacency looks through such a
+group: in MobileNet v2 a block's expansion touches only linear projections, and the groups
+beyond them (the next blocks' expansions) are its neighbours. Every choice is recorded with
+its reason (mean APoZ, rank, adjacency) for the report.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from typing import Any
 
 
 def candidates(number: int, previous: list[dict[str, Any]], mean_apoz: dict[str, float],
-               touching: dict[str, set[str]], start: int) -> dict[str, str]:  # fmt: skip
-    """The groups iteration `number` offers to the rule, each with why (group -> reason)."""
+               touching: dict[str, set[str]], start: int, grow: int | None = None) -> dict[str, str]:  # fmt: skip
+    """The groups iteration `number` offers to the rule, each with why (group -> reason):
+    `previous` are the records of the iterations before it (the try each went on from); at most
+    `grow` new neighbours join (None: all of them)."""
     ranked = sorted((name for name in touching if name in mean_apoz), key=lambda n: -mean_apoz[n])
     rank = {name: i + 1 for i, name in enumerate(ranked)}
 
@@ -29,12 +33,20 @@ def candidates(number: int, previous: list[dict[str, Any]], mean_apoz: dict[str,
     if not trimmed:
         return {name: f"highest {apoz(name)}" for name in ranked[:start] if name not in dropped}
     found = {name: f"trimmed in iteration {number - 1}, {apoz(name)}" for name in trimmed if name not in dropped}
+    joining: dict[str, str] = {}
     for name in trimmed:
         for other, via in sorted(adjacent(name, touching, rank).items()):
-            if other not in found and other not in dropped:
+            if other not in found and other not in dropped and other not in joining:
                 through = f" through {via} (no ReLU)" if via else ""
-                found[other] = f"adjacent to {name}{through} (trimmed in iteration {number - 1}), {apoz(other)}"
+                joining[other] = f"adjacent to {name}{through} (trimmed in iteration {number - 1}), {apoz(other)}"
+    newest = sorted(joining, key=lambda n: rank[n])[: len(joining) if grow is None else grow]
+    found |= {name: joining[name] for name in newest}
     return dict(sorted(found.items(), key=lambda item: rank[item[0]]))
+
+
+def newest(plan: dict[str, Any]) -> list[str]:
+    """The groups an iteration's plan added (adjacent to the groups trimmed before it)."""
+    return [name for name, why in (plan.get("why") or {}).items() if why.startswith("adjacent to")]
 
 
 def adjacent(name: str, touching: dict[str, set[str]], measured: dict[str, int]) -> dict[str, str]:

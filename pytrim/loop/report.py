@@ -26,26 +26,34 @@ from pytrim.stats.evaluate import ACCURACY
 from pytrim.stats.statsfile import load_stats
 
 ITERATION_KEYS = (
-    "iteration", "layers", "plan", "widths", "params", "compression", "cost", "top1_trimmed", "top1_trimmed_nofold",
-    "top1_retrained", "top5_trimmed", "top5_retrained", "value_trimmed", "value_retrained", "val_top1_trimmed",
-    "val_top1_retrained", "kept", "top1", "val_top1", "top1_stderr", "value", "val_value", "difference",
-    "difference_stderr", "test_difference", "test_difference_stderr", "loss", "loss_stderr", "accepted",
-    "mean_apoz", "verify_max_relative_diff", "stopped", "curve",
+    "iteration", "try", "label", "why_try", "retraining", "layers", "plan", "widths", "params", "compression",
+    "cost", "top1_trimmed", "top1_trimmed_nofold", "top1_retrained", "top5_trimmed", "top5_retrained",
+    "value_trimmed", "value_retrained", "val_top1_trimmed", "val_top1_retrained", "kept", "top1", "val_top1",
+    "top1_stderr", "value", "val_value", "difference", "difference_stderr", "test_difference",
+    "test_difference_stderr", "loss", "loss_stderr", "accepted", "mean_apoz", "verify_max_relative_diff",
+    "stopped", "curve",
 )  # fmt: skip
 
 
 def iteration_entries(state: dict[str, Any]) -> list[dict[str, Any]]:
-    """The finished iterations of this run (records beyond its last iteration, kept from a
-    longer earlier run, are not part of it)."""
-    last = state.get("last_iteration", len(state["iterations"]))
+    """The tries of this run, in the order they were made (records kept from a longer or other
+    earlier run are not part of it)."""
+    tried = {(number, letter) for number, letter in state.get("tried", [])}
     entries = []
-    for record in state["iterations"][:last]:
-        if "accepted" in record:
+    for record in state["iterations"]:
+        if (record["iteration"], record.get("try", "a")) in tried and "accepted" in record:
             entry = {key: record.get(key) for key in ITERATION_KEYS}
             entry["compression"] = round(record["compression"], 4)
             entry["seconds"] = {name: step["seconds"] for name, step in record.get("steps", {}).items()}
             entries.append(entry)
-    return entries
+    order = {tuple(pair): i for i, pair in enumerate(state.get("tried", []))}
+    return sorted(entries, key=lambda e: order[(e["iteration"], e["try"])])
+
+
+def result_record(state: dict[str, Any]) -> dict[str, Any] | None:
+    """The accepted try the run's result is (None: the baseline)."""
+    label = state.get("result_label")
+    return next((r for r in state["iterations"] if label and r.get("label") == label), None)
 
 
 def build(state: dict[str, Any], val: bool, metric: str = ACCURACY, tolerance: float | None = None) -> dict:
@@ -53,11 +61,16 @@ def build(state: dict[str, Any], val: bool, metric: str = ACCURACY, tolerance: f
     base = state["baseline"]
     keys = ("widths", "params", "top1", "top1_stderr", "top5", "images", "val_top1", "value", "stderr", "machine")
     report: dict[str, Any] = {"baseline": {key: base.get(key) for key in keys}, "iterations": iteration_entries(state)}
-    accepted = state.get("final_iteration", 0)
-    final = state["iterations"][accepted - 1] if accepted else base
+    chosen = result_record(state)
+    accepted = chosen["iteration"] if chosen else 0
+    final = chosen or base
     report["final"] = {key: final.get(key) for key in ("widths", "params", "top1", "value", "cost", "test_difference",
                                                       "test_difference_stderr")}  # fmt: skip
-    report["final"] |= {"iteration": accepted, "compression": round(base["params"] / final["params"], 4)}
+    report["final"] |= {
+        "iteration": accepted,
+        "label": chosen["label"] if chosen else "baseline",
+        "compression": round(base["params"] / final["params"], 4),
+    }
     report["final"]["mean_apoz"] = (state.get("final") or {}).get("mean_apoz") if accepted else None
     report["final"]["onnx"] = (state.get("final") or {}).get("onnx") if accepted else None
     report["scratch"] = {}
@@ -118,7 +131,8 @@ def iteration_row(report: dict[str, Any], it: dict[str, Any]) -> dict[str, str]:
     """One iteration's cells, by column (pytrim.loop.report.header)."""
     m, scale = report["metric"], 100 if report["metric"] == ACCURACY else 1
     macs, *speeds = cost_cells(it.get("cost"))
-    row = {"Network": f"Trim-{it['iteration']}" + (" (stopped)" if it.get("stopped") else ""),
+    row = {"Network": it["label"] + (f" ({it['why_try']})" if it.get("try", "a") != "a" else "")
+                      + (" (stopped)" if it.get("stopped") else ""),
            "Widths": it["widths"], "Parameters": f"{it['params']:,}", "Compression": f"{it['compression']:.2f}x",
            "MACs": macs, **{title: cell for (title, _, _), cell in zip(RUNTIME_COLUMNS, speeds, strict=True)},
            "after cut": shown(it["value_trimmed"], m), "after retraining": shown(it["value_retrained"], m),
@@ -180,14 +194,14 @@ def plan_lines(report: dict[str, Any]) -> list[str]:
         plan = it.get("plan") or {}
         why = "; ".join(f"{name} ({reason})" for name, reason in (plan.get("why") or {}).items())
         dropped = ", ".join(plan.get("dropped") or {})
-        lines.append(f"- Trim-{it['iteration']} trimmed {why or ', '.join(it['layers'])}"
+        lines.append(f"- {it['label']} trimmed {why or ', '.join(it['layers'])}"
                      + (f"; dropped out: {dropped} (the rule selects nothing)" if dropped else "") + ".")  # fmt: skip
     return [*lines, ""] if lines else []
 
 
 def result_line(report: dict[str, Any]) -> str:
     base, final, m = report["baseline"], report["final"], report["metric"]
-    text = (f"Result: iteration {final['iteration']}, {final['widths']}, {final['params']:,} parameters, "
+    text = (f"Result: {final['label']}, {final['widths']}, {final['params']:,} parameters, "
             f"{final['compression']:.2f}x compression")  # fmt: skip
     if final.get("cost"):
         text += f", {final['cost']['macs_ratio']:.2f}x fewer MACs"
@@ -258,10 +272,36 @@ def curves(report: dict[str, Any], path: Path) -> Path | None:
     return save(fig, path)
 
 
+def validation_curves(report: dict[str, Any], path: Path) -> Path | None:
+    """The paired difference to the baseline on validation of every scored retraining snapshot,
+    one line per try, with the tolerance (what decided which snapshot each try kept)."""
+    lines = [(it["label"], (it.get("retraining") or {}).get("validation")) for it in report["iterations"]]
+    lines = [(label, points) for label, points in lines if points]
+    if not lines:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for label, points in lines:  # a loss is in the tolerance's units, > 0 worse: drawn as a difference
+        ax.plot([p["iteration"] for p in points], [-p["loss"] for p in points], marker=".", label=label)
+    ax.axhline(-report["tolerance"], color="grey", linestyle="--", label="tolerance")
+    ax.axhline(0, color="black", linewidth=0.5)
+    unit = "points" if report["metric"] == ACCURACY else report["metric"]
+    ax.set(xlabel="retraining iteration", ylabel=f"paired difference on validation ({unit})",
+           title="Validation while retraining (best snapshot kept)")  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return save(fig, path)
+
+
 def histograms(out_dir: Path, report: dict[str, Any], path: Path) -> Path | None:
     """For each trimmed layer, its APoZ distribution at every iteration and in the final net."""
+    firsts = [it for it in report["iterations"] if it.get("try", "a") == "a"]  # a later try has its first's
     sources = [(f"Trim-{it['iteration']} (before its cut)", out_dir / f"iter-{it['iteration']:02d}/stats.h5")
-               for it in report["iterations"]] + [("final net", out_dir / "final/stats.h5")]  # fmt: skip
+               for it in firsts] + [("final net", out_dir / "final/stats.h5")]  # fmt: skip
     stats = [(label, load_stats(p)) for label, p in sources if p.is_file()]
     layers = list(dict.fromkeys(n for it in report["iterations"] for n in it["layers"]))
     if not stats or not layers:
@@ -299,5 +339,6 @@ def write(state: dict[str, Any], schedule: Any, title: str, top5: bool = False) 
     write_json(out_dir / "report.json", report)
     write_atomic(out_dir / "report.md", markdown(report, title, top5))
     curves(report, out_dir / "accuracy_vs_retraining.png")
+    validation_curves(report, out_dir / "validation_vs_retraining.png")
     histograms(out_dir, report, out_dir / "apoz_histograms.png")
     return report

@@ -40,13 +40,28 @@ class Nets:
 
 @dataclass
 class Iteration:
-    """One trimming iteration: what it trims, how, and where its files go."""
+    """One try of a trimming iteration: what it trims, how, and where its files go. The first
+    try (`letter` "a") follows the plan; a later one takes a smaller step from the same parent
+    (`shrink`: without the groups the plan added, or each group's removal halved) and reads the
+    first try's statistics (`first`)."""
 
     number: int
     plan: LayerPlan
     source: Nets
     folder: Path
     record: dict[str, Any]
+    letter: str = "a"
+    shrink: dict[str, Any] | None = None
+    first: dict[str, Any] | None = None  # the first try's record (its statistics are this try's too)
+
+    @property
+    def label(self) -> str:
+        return f"Trim-{self.number}" + ("" if self.letter == "a" else self.letter)
+
+    @property
+    def stats(self) -> Path:
+        """The statistics of the source net (the first try's folder: every try has the same parent)."""
+        return self.folder.parent / f"iter-{self.number:02d}" / "stats.h5"
 
     @property
     def trimmed(self) -> Nets:

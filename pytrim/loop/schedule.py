@@ -41,6 +41,9 @@ class LayerPlan:
     round_to: int = 1  # kept widths rounded up to a multiple of this
     finetune_iters: int = 2000
     finetune_lr: float | None = None  # the fine-tuning solver's base_lr unless set
+    eval_every: int = 0  # score a snapshot on the validation split every N iterations; keep the best (0: the last)
+    patience: int = 3  # with eval_every: stop retraining after this many evaluations without improvement
+    max_finetune_iters: int = 0  # with eval_every: retrain longer, up to this, while it improves beyond the tolerance
 
     def rule_for(self, layer: str) -> Rule:
         if layer in self.widths:
@@ -50,7 +53,7 @@ class LayerPlan:
 
     def settings(self) -> dict[str, Any]:
         """Everything that decides which neurons go (part of the select step's key)."""
-        retraining = ("finetune_iters", "finetune_lr")
+        retraining = ("finetune_iters", "finetune_lr", "eval_every", "patience", "max_finetune_iters")
         found = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in retraining}
         return found if self.round_to != 1 else {k: v for k, v in found.items() if k != "round_to"}
 
@@ -77,6 +80,8 @@ class Schedule:
     metric: str = ACCURACY  # what decides: top-1, or a TEST-phase output blob of the net
     lower_is_better: bool = False  # the metric's direction (a loss: true)
     auto_start: int = 2  # layers = "auto": the groups the first iteration trims
+    auto_grow: int | None = 2  # layers = "auto": the neighbours that join per iteration at most (None: all)
+    retries: int = 2  # smaller steps tried from the same parent when a try is not accepted (0: none)
     stats_images: int | None = None  # images for the statistics (default: all of stats_data)
     scratch: bool = True
     scratch_iters: int | None = None  # default: the baseline solver's max_iter
@@ -134,6 +139,9 @@ CHECKS = {
     "round_to": (lambda v: _whole(v, 1), "a whole number >= 1"),
     "finetune_iters": (lambda v: _whole(v, 0), "a whole number >= 0"),
     "finetune_lr": (lambda v: _number(v) and v > 0, "a number > 0"),
+    "eval_every": (lambda v: _whole(v, 0), "a whole number >= 0"),
+    "patience": (lambda v: _whole(v, 1), "a whole number >= 1"),
+    "max_finetune_iters": (lambda v: _whole(v, 0), "a whole number >= 0"),
 }  # fmt: skip
 
 
@@ -171,6 +179,8 @@ TOP_KEYS = {
     "metric": (lambda v: isinstance(v, str) and bool(v), "a blob name, or accuracy"),
     "lower_is_better": (lambda v: isinstance(v, bool), "true or false"),
     "auto_start": (lambda v: _whole(v, 1), "a whole number >= 1"),
+    "auto_grow": (lambda v: v == "all" or _whole(v, 1), 'a whole number >= 1, or "all"'),
+    "retries": (lambda v: _whole(v, 0) and v <= 9, "a whole number from 0 to 9"),
     "stats_images": (lambda v: _whole(v, 1), "a whole number >= 1"),
     "scratch": (lambda v: isinstance(v, bool), "true or false"),
     "scratch_iters": (lambda v: _whole(v, 1), "a whole number >= 1"),
@@ -254,7 +264,17 @@ def load_schedule(path: str | Path, **overrides: Any) -> Schedule:
     schedule = build(path, data, LayerPlan(**trim), per_iteration)
     for number in range(1, schedule.iterations + 1):
         _check_plan(f"{path} (iteration {number})", schedule.plan_for(number))
+        _check_retraining(f"{path} (iteration {number})", schedule.plan_for(number), schedule)
     return schedule
+
+
+def _check_retraining(where: str, plan: LayerPlan, schedule: Schedule) -> None:
+    """Snapshots are scored on the validation split, never on the test set; an extension is longer."""
+    if plan.eval_every and schedule.val_data is None:
+        raise BadInput(f"{where}: eval_every scores retraining snapshots on the validation split: give val_data")
+    if plan.max_finetune_iters and plan.max_finetune_iters < plan.finetune_iters:
+        raise BadInput(f"{where}: max_finetune_iters ({plan.max_finetune_iters}) is below finetune_iters "
+                       f"({plan.finetune_iters})")  # fmt: skip
 
 
 def build(path: Path, data: dict[str, Any], plan: LayerPlan, per_iteration: dict[int, dict[str, Any]]) -> Schedule:
@@ -263,8 +283,9 @@ def build(path: Path, data: dict[str, Any], plan: LayerPlan, per_iteration: dict
     optional = {key: resolve(data[key], path) if data.get(key) else None
                 for key in ("deploy", "val_data", "stats_data")}  # fmt: skip
     plain = ("tolerance", "metric", "lower_is_better", "auto_start", "stats_images", "scratch", "scratch_iters",
-             "train_missing_weights", "allow_inexact", "fold_mean", "curve_every")  # fmt: skip
+             "train_missing_weights", "allow_inexact", "fold_mean", "curve_every", "retries", "auto_grow")  # fmt: skip
     given = {key: data[key] for key in plain if key in data}
+    given["auto_grow"] = None if given.get("auto_grow") == "all" else given.get("auto_grow", 2)
     given["tolerance"] = float(given.get("tolerance", 0.2))
     return Schedule(**paths, **optional, out=Path(data["out"]), iterations=data["iterations"], plan=plan,
                     overrides=per_iteration, name=data.get("name", path.stem), **given)  # fmt: skip

@@ -21,7 +21,7 @@ from pytrim.caffeio.proto import read_net
 from pytrim.core.errors import BadInput
 from pytrim.core.files import read_json, sha256_file, write_json
 
-STATE_VERSION = 2
+STATE_VERSION = 3  # 3: an iteration has tries (record "try"), the run lists its own ("tried")
 # Raise a step's number when a change to pytrim changes what that step produces.
 STEP_VERSIONS = {
     "train": 1,
@@ -99,10 +99,19 @@ class RunState:
         with self.lock:
             write_json(self.path, self.data)
 
-    def iteration(self, number: int) -> dict[str, Any]:
-        while len(self.data["iterations"]) < number:
-            self.data["iterations"].append({"iteration": len(self.data["iterations"]) + 1})
-        return self.data["iterations"][number - 1]
+    def attempt(self, number: int, letter: str = "a") -> dict[str, Any]:
+        """The record of try `letter` of iteration `number` (created empty the first time)."""
+        for record in self.data["iterations"]:
+            if record["iteration"] == number and record.get("try", "a") == letter:
+                return record
+        record = {"iteration": number, "try": letter}
+        self.data["iterations"].append(record)
+        return record
+
+    def tried(self) -> list[dict[str, Any]]:
+        """The records of this run's tries, in the order they were made (records of an earlier,
+        longer or other run stay in the state for resuming, but are not this run's)."""
+        return [self.attempt(number, letter) for number, letter in self.data.get("tried", [])]
 
     def reuse(self, record: dict[str, Any], name: str, key: str, outputs: list[Path] = (), label: str = "") -> Any:
         """The recorded result of step `name` when its key matches and its outputs exist, else

@@ -11,9 +11,10 @@ finished is lost. pytrim.loop.driver strings them together.
 from __future__ import annotations
 
 import math
-import os
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -30,10 +31,22 @@ from pytrim.loop.run import Iteration, Nets, Run
 from pytrim.loop.schedule import AUTO
 from pytrim.retrain.solver import init_weights, train
 from pytrim.stats.statsfile import load_stats
-from pytrim.surgery.choose import choose, load_selection
+from pytrim.surgery.choose import Rule, choose, load_selection
 from pytrim.surgery.cut import cut
 
 VERIFY_TOL = 1e-5
+T = TypeVar("T")
+
+
+def lowering_rate(run: Run, base_lr: float, out: Path, work: Callable[[float], T]) -> tuple[T, float]:
+    """`work(base_lr)`; on a NaN loss, again with a 10x lower learning rate (three tries)."""
+    for attempt in range(3):
+        lr = base_lr * 0.1**attempt
+        try:
+            return work(lr), lr
+        except TrainingDiverged as exc:
+            run.log(f"  training diverged ({exc}); retrying with base_lr {lr * 0.1:g}")
+    raise StepFailed(f"training {out} diverged three times (log in {out.with_suffix('.train')})")
 
 
 def train_step(
@@ -46,32 +59,22 @@ def train_step(
     base_lr = extra.pop("base_lr", None) or read_solver(solver).base_lr
     if weights is None:
         weights = init_weights(solver, out.with_suffix(".init.caffemodel"), net)
-    for attempt in range(3):
-        lr = base_lr * 0.1**attempt
-        try:
-            result = train(
-                solver,
-                out,
-                weights,
-                out.with_suffix(".train"),
-                iters,
-                net,
-                run.progress,
-                base_lr=lr,
-                **extra,
-            )
-        except TrainingDiverged as exc:
-            run.log(f"  training diverged ({exc}); retrying with base_lr {lr * 0.1:g}")
-            continue
-        tests = {str(k): v for k, v in result.tests.items()}
-        return {"iterations": result.iterations, "final_loss": result.final_loss, "base_lr": lr, "tests": tests}
-    raise StepFailed(f"training {out} diverged three times (log in {out.with_suffix('.train')})")
+    start = weights
+
+    def work(lr: float) -> Any:
+        return train(solver, out, start, out.with_suffix(".train"), iters, net, run.progress, base_lr=lr, **extra)
+
+    result, lr = lowering_rate(run, base_lr, out, work)
+    tests = {str(k): v for k, v in result.tests.items()}
+    return {"iterations": result.iterations, "final_loss": result.final_loss, "base_lr": lr, "tests": tests}
 
 
 def collect_step(run: Run, it: Iteration) -> dict[str, Any]:
-    """APoZ statistics of every trimmable layer of the iteration's input net."""
-    extra = ["--plots", str(it.folder)] + (["--keep-means"] if run.s.fold_mean else [])
-    return collect(run, it.record, it.source, it.folder, f"iteration {it.number}", extra, {"means": run.s.fold_mean})
+    """APoZ statistics of every trimmable layer of the iteration's input net (recorded with the
+    first try: a later try has the same parent)."""
+    record, folder = (it.record, it.folder) if it.first is None else (it.first, it.stats.parent)
+    extra = ["--plots", str(folder)] + (["--keep-means"] if run.s.fold_mean else [])
+    return collect(run, record, it.source, folder, f"iteration {it.number}", extra, {"means": run.s.fold_mean})
 
 
 def collect(run: Run, record: dict, nets: Nets, folder: Path, label: str, extra: list[str], settings: dict) -> dict:
@@ -104,7 +107,7 @@ def cut_step(run: Run, it: Iteration) -> dict[str, Any]:
         nets = [p for p in (src.net, src.deploy) if p is not None]
         outs = [p for p in (out.net, out.deploy) if p is not None]
         selections = load_selection(it.folder / "selection.json")
-        fold = load_stats(it.folder / "stats.h5").means if run.s.fold_mean else None
+        fold = load_stats(it.stats).means if run.s.fold_mean else None
         result = cut(nets, src.weights, selections, outs, out.weights, run.s.allow_inexact, fold)
         if fold:  # the same cut without folding, to report what folding gained before retraining
             plain = it.folder / "nofold"
@@ -112,10 +115,10 @@ def cut_step(run: Run, it: Iteration) -> dict[str, Any]:
         return {"params": result.params_after, "widths": result.widths_after, "inexact": result.inexact}
 
     inputs = {"net": src.net, "deploy": src.deploy, "weights": src.weights, "selection": it.folder / "selection.json"}
-    inputs |= {"stats": it.folder / "stats.h5"} if run.s.fold_mean else {}
+    inputs |= {"stats": it.stats} if run.s.fold_mean else {}
     outputs = [p for p in (out.net, out.deploy, out.weights) if p is not None]
     settings = {"allow_inexact": run.s.allow_inexact, "fold_mean": run.s.fold_mean}
-    return run.step(it.record, "cut", settings, inputs, do_cut, outputs, f"cut (iteration {it.number})")
+    return run.step(it.record, "cut", settings, inputs, do_cut, outputs, f"cut ({it.label})")
 
 
 def verify_step(run: Run, it: Iteration) -> dict[str, Any]:
@@ -133,36 +136,15 @@ def verify_step(run: Run, it: Iteration) -> dict[str, Any]:
                 ["--recipe", str(it.folder / "recipe.json")] if kind == "train_val" else []
             )
             args += ["--allow-inexact"] if run.s.allow_inexact else []
-            args += ["--fold-mean", "--stats", str(it.folder / "stats.h5")] if run.s.fold_mean else []
-            what = f"verify {kind} (iteration {it.number}); the cut is rejected"
+            args += ["--fold-mean", "--stats", str(it.stats)] if run.s.fold_mean else []
+            what = f"verify {kind} ({it.label}); the cut is rejected"
             results[kind] = run.child("verify", args, it.folder / f"logs/verify-{kind}.log", what)
         return {"max_relative_diff": max(r["max_relative_diff"] for r in results.values()), "nets": results}
 
     inputs = {"net": src.net, "deploy": src.deploy, "weights": src.weights, "selection": selection}
     inputs |= {"trimmed_net": out.net, "trimmed_deploy": out.deploy, "trimmed_weights": out.weights}
     settings = {"tol": VERIFY_TOL, "allow_inexact": run.s.allow_inexact, "fold_mean": run.s.fold_mean}
-    return run.step(it.record, "verify", settings, inputs, verify_all, [], f"verify (iteration {it.number})")
-
-
-def retrain_step(run: Run, it: Iteration) -> dict[str, Any]:
-    """Fine-tune the trimmed net from its surviving weights (or, with 0 iterations, keep it)."""
-    out, iters, solver = it.trimmed, it.plan.finetune_iters, run.s.finetune_solver
-    if iters == 0:  # a width plan applied without retraining: the trimmed net is the result
-        it.retrained.unlink(missing_ok=True)
-        os.link(out.weights, it.retrained)
-        return {"skipped": True}
-    every, lr = run.s.curve_every, it.plan.finetune_lr
-    rate = {"base_lr": lr} if lr else {}  # without finetune_lr, the keys of earlier runs stay valid
-    settings, extra = {"iters": iters, "curve_every": every} | rate, curve(out.net, every) | rate
-    return run.step(
-        it.record,
-        "retrain",
-        settings,
-        {"solver": solver, "net": out.net, "weights": out.weights},
-        lambda: train_step(run, solver, out.net, it.retrained, out.weights, iters, extra),
-        [it.retrained],
-        f"retrain (iteration {it.number})",
-    )
+    return run.step(it.record, "verify", settings, inputs, verify_all, [], f"verify ({it.label})")
 
 
 def curve(net: Path, every: int) -> dict[str, Any]:
@@ -221,37 +203,59 @@ def scores(run: Run, it: Iteration, layers: list[str]) -> dict[str, np.ndarray]:
     """Per-neuron prunability of the plan's criterion: APoZ from the statistics, or another
     unit criterion scored in a child process (`pytrim score`)."""
     if it.plan.criterion == "apoz":
-        stats = load_stats(it.folder / "stats.h5")
+        stats = load_stats(it.stats)
         return {name: stats.find(name).apoz for name in layers}
     out = it.folder / "scores.npz"
     net = run.on(it.source.net, run.s.stats_data, "stats")
     args = ["--net", str(net), "--weights", str(it.source.weights), "--criterion", it.plan.criterion]
     args += ["--layers", ",".join(layers), "--out", str(out)]
     args += ["--images", str(run.s.stats_images)] if run.s.stats_images else []
-    run.child("score", args, it.folder / "logs/score.log", f"score with {it.plan.criterion} (iteration {it.number})")
+    run.child("score", args, it.folder / "logs/score.log", f"score with {it.plan.criterion} ({it.label})")
     with np.load(out) as stored:
         return {name: stored[name] for name in stored.files}
 
 
-def offered(run: Run, it: Iteration, collected: dict[str, Any]) -> dict[str, str]:
+def offered(run: Run, it: Iteration, collected: dict[str, Any], chain: list[dict[str, Any]]) -> dict[str, str]:
     """The layers the iteration's rule is applied to, with why: the plan's list, or the
-    automated plan's choice (pytrim.loop.plan)."""
+    automated plan's choice (pytrim.loop.plan, after the tries on the way here: `chain`); a
+    try without the newest groups offers its first try's groups but those."""
     if it.plan.layers != AUTO:
-        return {name: "listed in the schedule" for name in it.plan.layers}
-    touching = neighbours(net_graph(it.source.net, allow_inexact=run.s.allow_inexact)[1])
-    previous = run.state.data["iterations"][: it.number - 1]
-    return auto.candidates(it.number, previous, mean_apoz(collected, relu_only=True), touching, run.s.auto_start)
+        found = {name: "listed in the schedule" for name in it.plan.layers}
+    else:
+        touching = neighbours(net_graph(it.source.net, allow_inexact=run.s.allow_inexact)[1])
+        found = auto.candidates(it.number, chain, mean_apoz(collected, relu_only=True), touching, run.s.auto_start,
+                                run.s.auto_grow)  # fmt: skip
+    if it.shrink and it.shrink["kind"] == "without":
+        found = {name: why for name, why in found.items() if name not in it.shrink["groups"]}
+    if it.shrink and it.shrink["kind"] == "halved":
+        found = {name: f"{it.shrink['from']}'s removal halved" for name in it.shrink["removed"]}
+    return found
 
 
-def select_step(run: Run, it: Iteration, collected: dict[str, Any]) -> dict[str, Any]:
-    """The neurons to remove per layer (selection.json), by the plan's criterion and rule;
-    with the automated plan, the groups whose rule selects nothing drop out."""
-    candidates = offered(run, it, collected)
+def rule_of(it: Iteration, name: str) -> Rule:
+    """The plan's rule for a layer; a halved try removes half of what the try before removed
+    (kept widths rounded per round_to, but never removing nothing)."""
+    if not it.shrink or it.shrink["kind"] != "halved":
+        return it.plan.rule_for(name)
+    count = max(1, it.shrink["removed"][name] // 2)
+    return Rule("count", count=count, round_to=it.plan.round_to, min_keep=it.plan.min_keep.get(name, 1))
+
+
+def chosen_of(it: Iteration, name: str, scores: np.ndarray, blocks: int) -> dict[str, Any]:
+    found = choose(name, scores, rule_of(it, name), blocks)
+    if it.shrink and it.shrink["kind"] == "halved" and found.keep.size == found.width:  # rounding took it all back
+        found = choose(name, scores, replace(rule_of(it, name), round_to=1), blocks)
+    return found.to_json()
+
+
+def select_step(run: Run, it: Iteration, collected: dict[str, Any], chain: list[dict[str, Any]]) -> dict[str, Any]:
+    """The neurons to remove per layer (selection.json), by the plan's criterion and rule (or
+    the try's smaller step); with the automated plan, the groups whose rule selects nothing drop out."""
+    candidates = offered(run, it, collected, chain)
 
     def select() -> dict[str, Any]:
-        scored, stats = scores(run, it, list(candidates)), load_stats(it.folder / "stats.h5")
-        chosen = {name: choose(name, scored[name], it.plan.rule_for(name), stats.find(name).blocks).to_json()
-                  for name in candidates}  # fmt: skip
+        scored, stats = scores(run, it, list(candidates)), load_stats(it.stats)
+        chosen = {name: chosen_of(it, name, scored[name], stats.find(name).blocks) for name in candidates}
         sizes = {name: {"width": c["width"], "kept": c["kept"]} for name, c in chosen.items()}
         plan = auto.split(candidates, sizes)
         entries = [chosen[name] for name in plan["trimmed"]] if it.plan.layers == AUTO else list(chosen.values())
@@ -259,9 +263,9 @@ def select_step(run: Run, it: Iteration, collected: dict[str, Any]) -> dict[str,
         return {"layers": sizes, "plan": plan}
 
     src = it.source
-    settings = {"plan": it.plan.settings(), "limit": run.s.stats_images, "offered": candidates}
-    inputs = {"stats": it.folder / "stats.h5", "net": src.net, "weights": src.weights}
-    outputs, label = [it.folder / "selection.json"], f"select (iteration {it.number})"
+    settings = {"plan": it.plan.settings(), "limit": run.s.stats_images, "offered": candidates, "shrink": it.shrink}
+    inputs = {"stats": it.stats, "net": src.net, "weights": src.weights}
+    outputs, label = [it.folder / "selection.json"], f"select ({it.label})"
     return run.step(it.record, "select", settings, inputs, select, outputs, label)
 
 
