@@ -8,7 +8,7 @@ CUDA_ARCH ?= 90
 DATASET ?= fashion-mnist
 CAFFE_FLAGS := $(if $(filter 1,$(CUDA)),--cuda --cuda-arch "$(CUDA_ARCH)",)
 
-.PHONY: help venv caffe caffe-deps caffe-cpp-tests fresh-check lenet-data lenet-baseline lenet-trim resnet-trim mobilenet-trim squeezenet-trim bench-speed bench-export record vgg16-trim vgg16-synthetic synthetic coverage lenet-compare lenet-relief bench bench-scale test lint clean
+.PHONY: help venv caffe caffe-deps caffe-cpp-tests fresh-check lenet-data lenet-baseline lenet-trim lenet-small resnet-trim mobilenet-trim squeezenet-trim densenet-trim bench-speed bench-export record vgg16-trim vgg16-synthetic synthetic coverage lenet-compare lenet-relief bench bench-scale test lint clean
 
 help:
 	@echo "make caffe            build Caffe from source (cached) and expose it in $(VENV)"
@@ -19,6 +19,8 @@ help:
 	@echo "make resnet-trim      the loop on a ResNet (BatchNorm, Eltwise) on Fashion-MNIST: runs/resnet-trim/"
 	@echo "make mobilenet-trim   the loop on a MobileNet v2-style net (depthwise, linear bottlenecks)"
 	@echo "make squeezenet-trim  the loop on a SqueezeNet-style net (fire modules joined by Concat)"
+	@echo "make densenet-trim    the loop on a DenseNet-style net (dense blocks joined by Concat, transitions)"
+	@echo "make lenet-small      LeNet's loop with little data: 3,000 training images (runs/lenet-small/)"
 	@echo "make vgg16-trim VGG16_WEIGHTS=... IMAGENET_VAL=... IMAGENET_TRAIN=...   the paper's VGG-16 run"
 	@echo "make vgg16-synthetic  the VGG-16 machinery on filler weights and generated images"
 	@echo "make synthetic NET=…  any net end to end on filler weights (report in runs/synthetic/)"
@@ -81,11 +83,17 @@ lenet-trim: lenet-data
 	@$(MAKE) --no-print-directory $(LENET_MODEL)
 	$(PY) tools/trim.py --schedule prototxt/lenet/trim.toml $(if $(WEIGHTS),--weights $(WEIGHTS)) $(TRIM_ARGS)
 
-# Beyond LeNet chains, on Fashion-MNIST: a ResNet, a MobileNet v2-style net and a SqueezeNet-style
-# net (pytrim/caffeio/benchnets.py), each trained when its caffemodel is missing (the schedule's
-# train_missing_weights), then trimmed with the automated plan (layers = "auto").
-resnet-trim mobilenet-trim squeezenet-trim: %-trim: lenet-data
+# Beyond LeNet chains, on Fashion-MNIST: a ResNet, a MobileNet v2-style net, a SqueezeNet-style net
+# and a DenseNet-style net (pytrim/caffeio/benchnets.py), each trained when its caffemodel is
+# missing (the schedule's train_missing_weights), then trimmed with the automated plan (layers = "auto").
+resnet-trim mobilenet-trim squeezenet-trim densenet-trim: %-trim: lenet-data
 	$(PY) tools/trim.py --schedule prototxt/$*_fm/trim.toml $(TRIM_ARGS)
+
+# LeNet with little data: its own baseline and the LeNet schedule on 3,000 training images and
+# 1,000 validation images (runs/lenet-small/report.json).
+lenet-small: lenet-data
+	$(PY) data/prepare_lenet.py --dataset fashion-mnist --train-images 3000 --val-images 1000 --out data/lenet-small
+	$(PY) tools/trim.py --schedule prototxt/lenet_small/trim.toml $(TRIM_ARGS)
 
 # The paper's VGG-16 experiment. Without the weights or the data it says what is missing.
 VGG16_FLAGS := $(if $(VGG16_WEIGHTS),--weights $(VGG16_WEIGHTS)) $(if $(IMAGENET_VAL),--val $(IMAGENET_VAL)) \

@@ -98,11 +98,13 @@ def tiny_copy(name: str, d: Path) -> Path:
     schedule = re.sub(r"^iterations = \d+", "iterations = 2", schedule, flags=re.M)
     schedule = re.sub(r"^tolerance = \S+", "tolerance = 100.0", schedule, flags=re.M)
     schedule = re.sub(r"^finetune_iters = \d+", "finetune_iters = 4", schedule, flags=re.M)
+    schedule = re.sub(r"^eval_every = \d+", "eval_every = 2", schedule, flags=re.M)  # snapshots scored at 2 and 4
+    schedule = re.sub(r"^max_finetune_iters = \d+", "max_finetune_iters = 8", schedule, flags=re.M)
     schedule = re.sub(r"^scratch = \w+", "scratch = true", schedule, flags=re.M)  # the ablation on these topologies
     return write_net(d / "trim.toml", schedule + "\n")
 
 
-@pytest.mark.parametrize("name", ["resnet_fm", "mobilenet_fm", "squeezenet_fm"])
+@pytest.mark.parametrize("name", ["resnet_fm", "mobilenet_fm", "squeezenet_fm", "densenet_fm"])
 def test_the_benchmark_schedules_run_shortened(name: str, tmp_path: Path) -> None:
     schedule = tiny_copy(name, tmp_path)
     command = [sys.executable, "-m", "pytrim", "trim", "--quiet", "--schedule", str(schedule)]
@@ -113,6 +115,7 @@ def test_the_benchmark_schedules_run_shortened(name: str, tmp_path: Path) -> Non
     assert len(first["plan"]["trimmed"]) >= 1 and all("mean APoZ" in why for why in first["plan"]["why"].values())
     assert first["verify_max_relative_diff"] <= 1e-5 and first["params"] < report["baseline"]["params"]
     assert first["cost"]["macs_ratio"] > 1 and math.isfinite(first["difference_stderr"])
+    assert [p["iteration"] for p in first["retraining"]["validation"]] == [2, 4]  # snapshots scored on validation
     assert report["scratch"]["widths"] == report["final"]["widths"] or report["final"]["iteration"] == 0
     for entry in report["iterations"]:  # the plan offers only groups measured after a ReLU (APoZ's domain)
         stats = load_stats(tmp_path / f"run/iter-{entry['iteration']:02d}/stats.h5")

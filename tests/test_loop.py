@@ -396,8 +396,12 @@ def test_loop_with_another_criterion(problem: Path) -> None:
 
 def test_shipped_schedules_load() -> None:
     lenet = load_schedule(ROOT / "prototxt/lenet/trim.toml")
-    assert lenet.plan.layers == ["conv2", "ip1"] and lenet.train_missing_weights and lenet.iterations == 6
-    assert lenet.net.is_file() and lenet.finetune_solver.is_file()
+    assert lenet.plan.layers == ["conv2", "ip1"] and lenet.train_missing_weights and lenet.iterations == 8
+    assert lenet.net.is_file() and lenet.finetune_solver.is_file() and lenet.retries == 2
+    assert lenet.plan.eval_every == 250 and lenet.plan.max_finetune_iters == 4000
+    for path in sorted(ROOT.glob("prototxt/*/trim.toml")):  # every shipped schedule reads
+        found = load_schedule(path)
+        assert found.net.is_file() and found.finetune_solver.is_file(), path
     vgg = load_schedule(ROOT / "prototxt/vgg16/trim.toml")
     assert vgg.plan.layers == ["conv5_3", "fc6"] and vgg.tolerance == 0.0 and not vgg.train_missing_weights
 
