@@ -5,6 +5,7 @@ fails verification."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -339,3 +340,15 @@ def test_a_failed_verification_removes_the_model(caffe, tmp_path: Path) -> None:
         save_onnx(deploy, weights, tmp_path / "net.onnx", tol=0.0)
     assert files_under(tmp_path) == ["deploy.prototxt", "w.caffemodel"]
     assert np.isfinite(save_onnx(deploy, weights, tmp_path / "net.onnx")["max_relative_diff"])
+
+
+def test_cut_with_onnx_writes_the_trimmed_model_verified(small_net: dict[str, Path]) -> None:
+    selection = small_net["dir"] / "selection.json"
+    selection.write_text('{"layers": [{"layer": "conv2", "width": 8, "keep": [0, 2, 4, 6], "remove": [1, 3, 5, 7]}]}')
+    out = small_net["dir"] / "cut"
+    done = pytrim("cut", "--net", small_net["net"], "--deploy", small_net["deploy"], "--weights", small_net["weights"],
+                  "--selection", selection, "--out", out, "--repeats", "0", "--onnx", "--result", small_net["dir"] / "result.json")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((small_net["dir"] / "result.json").read_text())
+    assert result["onnx"]["ok"] and result["onnx"]["max_relative_diff"] <= 1e-5
+    assert (out / "trimmed.onnx").is_file() and "export: OK in ONNX Runtime" in done.stdout
