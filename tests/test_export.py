@@ -346,8 +346,9 @@ def test_cut_with_onnx_writes_the_trimmed_model_verified(small_net: dict[str, Pa
     selection = small_net["dir"] / "selection.json"
     selection.write_text('{"layers": [{"layer": "conv2", "width": 8, "keep": [0, 2, 4, 6], "remove": [1, 3, 5, 7]}]}')
     out = small_net["dir"] / "cut"
-    done = pytrim("cut", "--net", small_net["net"], "--deploy", small_net["deploy"], "--weights", small_net["weights"],
-                  "--selection", selection, "--out", out, "--repeats", "0", "--onnx", "--result", small_net["dir"] / "result.json")  # fmt: skip
+    nets = ("--net", small_net["net"], "--deploy", small_net["deploy"], "--weights", small_net["weights"])
+    done = pytrim("cut", *nets, "--selection", selection, "--out", out, "--repeats", "0", "--onnx", "--result",
+                  small_net["dir"] / "result.json")  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((small_net["dir"] / "result.json").read_text())
     assert result["onnx"]["ok"] and result["onnx"]["max_relative_diff"] <= 1e-5
