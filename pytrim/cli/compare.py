@@ -16,7 +16,8 @@ from typing import Any
 
 from pytrim.caffeio.upgrade import current_format
 from pytrim.cli.options import add_images
-from pytrim.stats.cost import compare_cost
+from pytrim.export.runtimes import TITLES
+from pytrim.stats.cost import compare_cost, speed_text
 from pytrim.stats.evaluate import evaluate
 
 
@@ -39,14 +40,23 @@ def table(a: dict, b: dict, cost: dict, names: tuple[str, str]) -> str:
     for key, unit in (("params", ""), ("macs", ""), ("bytes", " B")):
         ref, other = cost["reference"][key], cost["nets"][0]
         rows.append((key, f"{ref:,}{unit}", f"{other[key]:,}{unit}  ({other[key + '_ratio']:.2f}x fewer)"))
-    for batch, timed in cost["timing"].items():
-        seconds = timed["seconds"]
-        rows.append((f"forward, batch {batch}", f"{1000 * seconds[0]:.2f} ms",
-                     f"{1000 * seconds[1]:.2f} ms  ({timed['speedup'][1]:.2f}x faster)"))  # fmt: skip
-    lines = [f"{'':<18} {names[0]:>26} {names[1]:>34}"]
-    lines += [f"{name:<18} {x:>26} {y:>34}" for name, x, y in rows]
-    lines.append(f"(forward times with {cost['threads']} BLAS threads, {cost['blas_core']} kernels)")
+    for runtime, by_threads in cost["timing"].get("runtimes", {}).items():
+        for threads, by_batch in by_threads.items():
+            for batch, timed in by_batch.items():
+                rows.append(forward_row(f"{TITLES[runtime]}, {threads.removeprefix('threads')}t, b{batch}", timed,
+                                        cost["nets"][0]["runtimes"][runtime][threads][batch]))  # fmt: skip
+    lines = [f"{'':<26} {names[0]:>22} {names[1]:>44}"]
+    lines += [f"{name:<26} {x:>22} {y:>44}" for name, x, y in rows]
+    lines.append(f"(forward times: t threads, b batch; Caffe with OpenBLAS {cost['blas_core']} kernels)")
     return "\n".join(lines)
+
+
+def forward_row(name: str, timed: dict[str, Any], speed: dict[str, Any]) -> tuple[str, str, str]:
+    """One runtime's forward times of both nets at one batch and thread count."""
+    if "refused" in timed:
+        return name, "n/a", timed["refused"][:40]
+    seconds = timed["seconds"]
+    return name, f"{1000 * seconds[0]:.2f} ms", f"{1000 * seconds[1]:.2f} ms  ({speed_text(speed)} faster)"
 
 
 def execute(args: argparse.Namespace) -> dict[str, Any]:
