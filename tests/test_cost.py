@@ -137,7 +137,7 @@ def test_a_timing_that_is_not_credible_is_marked_never_printed_as_a_fact() -> No
     assert cost_cells(busy)[:2] == ["2.00x", "1.50x / 60.50x?"]
     assert cost_cells(implausible) == ["1.81x", "15.39x?", "", "11.41x?"]
     text = cost_text(implausible)
-    assert "ONNX Runtime 11.41x (not credible: 11.41x is beyond 1.5x the MACs ratio 1.81x" in text
+    assert "ONNX Runtime on 1 thread: 11.41x (not credible: 11.41x is beyond 1.5x the MACs ratio 1.81x" in text
 
 
 def test_what_rounding_buys_is_judged_against_the_noise() -> None:

@@ -29,15 +29,12 @@ import numpy as np
 
 from pytrim.caffeio.env import caffe_pb2, load_caffe, pinned_machine
 from pytrim.caffeio.netcheck import probe
-from pytrim.caffeio.proto import INPUT_LAYERS, read_net, read_solver, write_solver, write_text
+from pytrim.caffeio.proto import INPUT_LAYERS, LABELLED, read_net, read_solver, write_solver, write_text
 from pytrim.core.errors import BadInput
 from pytrim.core.files import read_json, write_json
 from pytrim.core.runner import ChildResult, run_child, run_step
 from pytrim.graph.build import net_graph
 from pytrim.graph.queries import coverage, trimmable
-
-LOSSES = ("SoftmaxWithLoss", "EuclideanLoss", "SigmoidCrossEntropyLoss", "HingeLoss", "InfogainLoss",
-          "MultinomialLogisticLoss", "ContrastiveLoss", "Accuracy")  # fmt: skip
 
 
 @dataclass
@@ -105,7 +102,7 @@ def body(net: Any, tops: list[str], listing: Path, batch: int) -> Any:
     del out.input[:], out.input_shape[:], out.input_dim[:], out.layer[:]
     out.layer.extend([hdf5_layer(tops, listing, batch, "TRAIN"), hdf5_layer(tops, listing, batch, "TEST")])
     for layer in net.layer:
-        if layer.type not in INPUT_LAYERS and layer.type not in LOSSES:
+        if layer.type not in INPUT_LAYERS and layer.type not in LABELLED:
             copy = out.layer.add()
             copy.CopyFrom(layer)
             if copy.type == "BatchNorm":

@@ -44,9 +44,9 @@ def random_input(shape: list[int]) -> np.ndarray:
     return np.random.default_rng(0).random(shape, dtype=np.float32)
 
 
-def caffe_forwards(nets: list[tuple[Path, Path]], batch: int, threads: int, tmp: Path) -> list[Callable[[], Any]]:
+def caffe_nets(nets: list[tuple[Path, Path]], batch: int, tmp: Path) -> list[Any]:
+    """Each net as a pycaffe Net in its deploy form with its weights, all fed the same input."""
     caffe = load_caffe()
-    set_blas_threads(threads)
     built = []
     for index, (net, weights) in enumerate(nets):
         path, inputs = deploy_form(net, batch, tmp / f"caffe{index}.prototxt")
@@ -55,8 +55,13 @@ def caffe_forwards(nets: list[tuple[Path, Path]], batch: int, threads: int, tmp:
         for number, name in enumerate(inputs):
             shape = list(model.blobs[name].data.shape)
             model.blobs[name].data[...] = random_input(shape) if number == 0 else 0
-        built.append(model.forward)
+        built.append(model)
     return built
+
+
+def caffe_forwards(nets: list[tuple[Path, Path]], batch: int, threads: int, tmp: Path) -> list[Callable[[], Any]]:
+    set_blas_threads(threads)
+    return [model.forward for model in caffe_nets(nets, batch, tmp)]
 
 
 def opencv_forwards(nets: list[tuple[Path, Path]], batch: int, threads: int, tmp: Path) -> list[Callable[[], Any]]:

@@ -31,7 +31,7 @@ from pytrim.caffeio.caffemodel import count_params
 from pytrim.caffeio.env import blas_config, load_caffe, set_blas_threads
 from pytrim.caffeio.netcheck import NetShapes, check_model, probe
 from pytrim.caffeio.proto import layers_in_phase, read_net
-from pytrim.export.runtimes import RUNTIMES, TITLES, Refused, caveats, deploy_form, forwards, random_input
+from pytrim.export.runtimes import RUNTIMES, TITLES, Refused, caffe_nets, caveats, forwards
 
 COUNTED = ("Convolution", "Deconvolution", "InnerProduct")
 
@@ -66,21 +66,6 @@ def size(net_path: str | Path, weights: str | Path | None = None) -> dict[str, A
     params = count_params(weights) if weights else sum(int(np.prod(s)) for p in shapes.params.values() for s in p)
     found = {"params": params, "macs": macs(read_net(net_path), shapes)}
     return found | ({"bytes": Path(weights).stat().st_size} if weights else {})
-
-
-def timing_nets(nets: list[tuple[Path, Path]], batch: int, tmp: Path) -> list[Any]:
-    """Each net as a Caffe Input net of `batch` images with its weights, all fed one random
-    input (for the per-layer timing, which needs Caffe's layers)."""
-    caffe = load_caffe()
-    built = []
-    for index, (net_path, weights) in enumerate(nets):
-        path, inputs = deploy_form(net_path, batch, tmp / f"timed{index}.prototxt")
-        net = caffe.Net(str(path), caffe.TEST)
-        net.copy_from(str(weights))
-        for number, name in enumerate(inputs):
-            net.blobs[name].data[...] = random_input(list(net.blobs[name].data.shape)) if number == 0 else 0
-        built.append(net)
-    return built
 
 
 def sample(forward: Callable[[], Any], passes: int) -> float:
@@ -280,7 +265,7 @@ def caffe_keys(timing: dict[str, Any], entries: list[dict[str, Any]], batch: int
 def split_layers(timing: dict[str, Any], entries: list[dict[str, Any]], nets: list[tuple[Path, Path]], batch: int,
                  tmp: Path) -> None:  # fmt: skip
     """Where Caffe's forward time goes at one batch size (by_layer), into the timing and the entries."""
-    built = timing_nets(nets, batch, tmp)
+    built = caffe_nets(nets, batch, tmp)
     split = timing[str(batch)]["by_layer"] = by_layer(built, batch)
     del built  # before the next batch's nets are built (VGG-16's take gigabytes)
     for index, entry in enumerate(entries, start=1):
