@@ -41,6 +41,8 @@ RECORDS: dict[str, Record] = {
     "resnet-trim": Record("runs/resnet-trim/report.json", "make resnet-trim", tables.trim_run),
     "mobilenet-trim": Record("runs/mobilenet-trim/report.json", "make mobilenet-trim", tables.trim_run),
     "squeezenet-trim": Record("runs/squeezenet-trim/report.json", "make squeezenet-trim", tables.trim_run),
+    "densenet-trim": Record("runs/densenet-trim/report.json", "make densenet-trim", tables.trim_run),
+    "lenet-small": Record("runs/lenet-small/report.json", "make lenet-small", tables.trim_run),
     "coverage": Record("runs/synthetic/coverage.json", "make coverage", tables.coverage),
     "bench-speed": Record("runs/bench/speed.json", "make bench-speed", tables.speed),
     "bench-export": Record("runs/bench/export.json", "make bench-export", tables.export),
@@ -50,7 +52,7 @@ RECORDS: dict[str, Record] = {
     "lenet-relief": Record("runs/lenet-relief/report.json", "make lenet-relief", tables.relief),
     "fresh-check": Record("runs/fresh-check/result.json", "make fresh-check", tables.fresh_check),
 }
-HEADLINE = ("lenet-trim", "resnet-trim", "mobilenet-trim", "squeezenet-trim")
+HEADLINE = ("lenet-trim", "lenet-small", "resnet-trim", "mobilenet-trim", "squeezenet-trim", "densenet-trim")
 
 
 def record(root: Path, names: list[str] | None = None) -> list[str]:
