@@ -11,6 +11,7 @@ from pytrim.stats.cost import speedups
 from pytrim.stats.evaluate import ACCURACY
 
 TIMES = "\N{MULTIPLICATION SIGN}"
+DEPLOYED = (("OpenCV", "opencv"), ("ONNX Runtime", "onnxruntime"))  # runtimes timed on one thread
 
 
 def _x(value: float | None, digits: int = 2) -> str:
@@ -135,9 +136,6 @@ def coverage(nets: dict[str, Any]) -> str:
              f"{_x(n['cut_rss_over_caffemodel'])} ({n['caffemodel_mb']:.0f} MB model)"]
             for name, n in nets.items()]  # fmt: skip
     return "\n".join(_rows(head, rows))
-
-
-DEPLOYED = (("OpenCV", "opencv"), ("ONNX Runtime", "onnxruntime"))
 
 
 def _pair(row: dict[str, Any], key: str, doubt: str | None = None) -> str:
