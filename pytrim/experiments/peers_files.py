@@ -60,7 +60,8 @@ def pool_settings(layer: Any) -> dict[str, Any]:
         raise UnsupportedTopology(f"the twin has no {kinds.Name(p.pool)} pooling (layer {layer.name!r})")
     return {"pool": kinds.Name(p.pool), "global": bool(p.global_pooling),
             "kernel": pair([], p.kernel_size, 1, p.kernel_h, p.kernel_w),
-            "stride": pair([], p.stride, 1, p.stride_h, p.stride_w), "pad": pair([], p.pad, 0, p.pad_h, p.pad_w)}  # fmt: skip
+            "stride": pair([], p.stride, 1, p.stride_h, p.stride_w),
+            "pad": pair([], p.pad, 0, p.pad_h, p.pad_w)}  # fmt: skip
 
 
 def settings(layer: Any) -> dict[str, Any]:
@@ -103,7 +104,7 @@ def twin_layers(net: Any, scores: str, model: Caffemodel) -> list[dict[str, Any]
     """The TEST-phase layers between the input and the class scores, as the twin builds them."""
     out = []
     for layer in layers_in_phase(net, "TEST"):
-        if layer.type in DATA_LAYERS + ("Input",) or layer.type in SKIPPED:
+        if layer.type in (*DATA_LAYERS, "Input") or layer.type in SKIPPED:
             continue
         if layer.type not in TWIN_TYPES:
             raise UnsupportedTopology(f"the twin has no translation of {layer.type} (layer {layer.name!r})")

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from finetune import correct, finetune, scores, stream
 from latency import export, time_onnx
 from prune import gradients, prune_to, widths

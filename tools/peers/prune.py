@@ -18,9 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch_pruning as tp
-from torch import nn
-
 from finetune import inputs
+from torch import nn
 from twin import macs
 
 IMPORTANCES: dict[str, Callable[[], Any]] = {
