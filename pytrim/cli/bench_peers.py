@@ -37,7 +37,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
                    "schedules'); pytrim's loop and Torch-Pruning alike")  # fmt: skip
     p.add_argument("--iterations", type=positive, help="pytrim's trimming iterations (default: the schedules')")
     p.add_argument("--jobs", type=positive, default=2, help="runs side by side at most (default 2: the cores)")
-    p.add_argument("--repeats", type=positive, default=7, help="timed rounds of the ONNX Runtime latency (default 7)")
+    p.add_argument("--repeats", type=positive, default=21, help="timed rounds of the ONNX Runtime latency (default 21)")
     p.add_argument(
         "--torch-python",
         type=Path,

@@ -20,6 +20,7 @@ job whose file and result are unchanged is not run again).
 from __future__ import annotations
 
 import json
+import resource
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -102,11 +103,18 @@ def pytrim_run(bench: Bench, name: str) -> tuple[Schedule, dict[str, Any], dict[
                              iterations=bench.iterations)  # fmt: skip
     if not schedule.weights.is_file() and schedule.train_missing_weights:
         train_baseline(schedule.baseline_solver, schedule.weights, schedule.net, bench.log)
-    resumed, start = (schedule.out / "state.json").is_file(), time.monotonic()
+    resumed, start, cpu = (schedule.out / "state.json").is_file(), time.monotonic(), children_cpu()
     state = run_schedule(schedule, bench.progress, bench.log, jobs=bench.jobs)
-    seconds = time.monotonic() - start
+    seconds, cpu = time.monotonic() - start, children_cpu() - cpu
     loop = write_report(state, schedule, f"Network Trimming: {schedule.name}")
-    return schedule, state, {"seconds": seconds, "resumed": resumed} | loop
+    return schedule, state, {"seconds": seconds, "cpu_seconds": cpu, "resumed": resumed} | loop
+
+
+def children_cpu() -> float:
+    """CPU seconds (user and system) of this process's finished children: on a busy machine
+    what a run costs, where its wall time says how busy the machine was."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def twin(bench: Bench, name: str, tag: str, net: Path, weights: Path, data: dict[str, str]) -> dict[str, Any]:
@@ -187,10 +195,11 @@ def one_net(bench: Bench, name: str) -> dict[str, Any]:
     schedule, state, loop = pytrim_run(bench, name)
     data = images(bench, schedule)
     base = twin(bench, name, "baseline", schedule.net, schedule.weights, data)
-    final = loop["final"]["iteration"]
-    kept = state["iterations"][final - 1] if final else None
-    trimmed = twin(bench, name, "pytrim", Path(kept["weights"]).parent / "train_val.prototxt", Path(kept["weights"]),
-                   data) if kept else None  # fmt: skip
+    final, trimmed = loop["final"]["iteration"], {}
+    for tag, number in (("pytrim", final), ("pytrim-next", final + 1)):  # pytrim's nets as twins too
+        if 1 <= number <= len(state["iterations"]) and "weights" in state["iterations"][number - 1]:
+            weights = Path(state["iterations"][number - 1]["weights"])
+            trimmed[tag] = twin(bench, name, tag, weights.parent / "train_val.prototxt", weights, data)
     plan_targets, matched = targets(loop, base["spec"]["macs"])
     plan = {"targets": plan_targets, "matched": matched, "budgets": budgets(schedule, state, len(plan_targets))}
     has_bn = any(layer["type"] == "BatchNorm" for layer in base["spec"]["layers"])
@@ -198,7 +207,7 @@ def one_net(bench: Bench, name: str) -> dict[str, Any]:
     jobs = [job_of(bench, name, base, data, plan, c, s) for c in chosen for s in bench.seeds]
     results = run_jobs(bench, jobs)
     return {"net": name, "schedule": str(shipped(NETS[name])), "loop": loop, "state_baseline": state["baseline"],
-            "state_iterations": state["iterations"], "twin": base, "pytrim_twin": trimmed, "plan": plan,
+            "state_iterations": state["iterations"], "twin": base, "pytrim_twins": trimmed, "plan": plan,
             "results": results, "deploy": str(schedule.deploy), "weights": str(schedule.weights)}  # fmt: skip
 
 
@@ -233,7 +242,7 @@ def latency_nets(bench: Bench, net: dict[str, Any], folder: Path) -> dict[str, l
     """What is timed: the twins (baseline, pytrim's result, every distinct Torch-Pruning net,
     exported with torch.onnx) and pytrim's own export of its baseline, result and next iteration."""
     twins = [{"name": "baseline", "twin": net["twin"]["prefix"]}]
-    twins += [{"name": "pytrim", "twin": net["pytrim_twin"]["prefix"]}] if net["pytrim_twin"] else []
+    twins += [{"name": tag, "twin": found["prefix"]} for tag, found in net["pytrim_twins"].items()]
     seen: dict[str, str] = {}
     for result in net["results"]:
         for step in result["steps"]:
@@ -257,8 +266,9 @@ def latency_nets(bench: Bench, net: dict[str, Any], folder: Path) -> dict[str, l
 
 def latency(bench: Bench, net: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """ONNX Runtime latency ratios (original / pruned, batch 1 and 8) of every net of a run:
-    "pytrim" (pytrim export, when there is one), "pytrim-twin" (its twin through
-    torch.onnx), "<importance>-<step>" for Torch-Pruning's nets."""
+    "pytrim" and "pytrim-next" (pytrim export, when there is one), "pytrim-twin" and
+    "pytrim-next-twin" (their twins through torch.onnx), "<importance>-<step>" for
+    Torch-Pruning's nets."""
     folder = bench.folder / net["net"] / "latency"
     folder.mkdir(parents=True, exist_ok=True)
     groups = latency_nets(bench, net, folder)
@@ -268,7 +278,7 @@ def latency(bench: Bench, net: dict[str, Any]) -> dict[str, dict[str, Any]]:
     bench.log(f"{net['net']}: ONNX Runtime latency of {sum(len(g) for g in groups.values())} nets")
     torch_side(bench, "latency", ["--job", str(folder / "job.json")], folder / "latency.log", "the latency")
     timed = read_json(folder / "latency.json", "latency")["groups"]
-    found = {f"{name}-twin" if name == "pytrim" else name: entry for name, entry in timed["twin"].items()}
+    found = {f"{name}-twin" if name.startswith("pytrim") else name: entry for name, entry in timed["twin"].items()}
     for name, entry in timed.get("pytrim", {}).items():
         found[name] = entry
     for result in net["results"]:  # every Torch-Pruning net has the latency of its widths
@@ -288,7 +298,7 @@ def result(bench: Bench, measured: list[dict[str, Any]], seconds: float) -> dict
         verdicts += judged
         checks = ("max_abs_diff", "max_rel_diff", "argmax_disagreements", "within_tolerance", "macs", "params", "top1")
         nets.append({"net": net["net"], "schedule": net["schedule"], "twin": {k: net["twin"][k] for k in checks},
-                     "pytrim_twin": {k: net["pytrim_twin"][k] for k in checks} if net["pytrim_twin"] else None,
+                     "pytrim_twins": {tag: {k: t[k] for k in checks} for tag, t in net["pytrim_twins"].items()},
                      "baseline_top1": net["state_baseline"]["top1"], "plan": net["plan"],
                      "budgets_equal": report.budgets_equal(net), "pytrim_seconds": net["loop"]["seconds"],
                      "pytrim_resumed": net["loop"]["resumed"], "pytrim_report": net["loop"]})  # fmt: skip

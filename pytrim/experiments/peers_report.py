@@ -58,8 +58,9 @@ def pytrim_rows(net: dict[str, Any], base: np.ndarray) -> list[dict[str, Any]]:
                      "seeds": [], "wall_seconds": net["loop"]["seconds"], "accepted": it["accepted"],
                      "widths": it["widths"], "budget": spent(net["plan"]["budgets"][:number]),
                      "latency": net["latency"].get("pytrim" if number == final else "pytrim-next", {}),
-                     "latency_twin_export": net["latency"].get("pytrim-twin", {}) if number == final
-                     else {}})  # fmt: skip
+                     "latency_twin_export": net["latency"].get("pytrim-twin" if number == final
+                                                               else "pytrim-next-twin", {}),
+                     "cpu_seconds": net["loop"]["cpu_seconds"]})  # fmt: skip
     return rows
 
 
@@ -87,6 +88,7 @@ def torch_rows(net: dict[str, Any], base: np.ndarray) -> list[dict[str, Any]]:
                          "test_top1_per_seed": [s["test_top1"] for s in steps],
                          "seed_std": statistics.stdev(s["test_top1"] for s in steps) if len(steps) > 1 else None,
                          "wall_seconds": statistics.mean(s["seconds_so_far"] for s in steps),
+                         "cpu_seconds": statistics.mean(s["cpu_seconds_so_far"] for s in steps),
                          "widths": steps[0]["widths"], "kept": [s["kept"] for s in steps],
                          "budget": spent([results[0]["steps"][i]["budget"] for i in range(number)]),
                          "latency": net["latency"].get(f"{criterion}-{number}", {}),

@@ -127,10 +127,10 @@ def prune(args: argparse.Namespace) -> dict[str, Any]:
     shape = model.spec["input"]["shape"]
     job |= {"base_macs": macs(model, shape), "base_params": caffe_params(model)}
     splits = {name: load_split(path) for name, path in job["data"].items()}
-    records, start = [], time.monotonic()
+    records, start, cpu = [], time.monotonic(), time.process_time()
     for number in range(1, len(job["steps"]) + 1):
         model, record = one_step(model, job, number, splits)
-        record["seconds_so_far"] = time.monotonic() - start
+        record |= {"seconds_so_far": time.monotonic() - start, "cpu_seconds_so_far": time.process_time() - cpu}
         records.append(record)
         write_json(Path(job["out"]) / "result.json", {"steps": records, "done": False})
         print(f"step {number}: {record['macs_ratio']:.2f}x fewer MACs, test top-1 {record['test_top1']:.2%} "

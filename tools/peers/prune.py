@@ -28,7 +28,7 @@ IMPORTANCES: dict[str, Callable[[], Any]] = {
     "bn_scale": lambda: tp.importance.BNScaleImportance(),
     "random": lambda: tp.importance.RandomImportance(),
 }
-SEARCH_STEPS = 18
+SEARCH_STEPS = 12
 MAX_FRACTION = 0.95
 
 
@@ -63,12 +63,15 @@ def candidate(model: nn.Module, importance: str, fraction: float, grads: dict[st
 def prune_to(model: nn.Module, importance: str, target: float, grads: dict[str, torch.Tensor] | None,
              seed: int) -> tuple[nn.Module, float]:  # fmt: skip
     """The pruned copy with the smallest fraction whose MACs are at most `target`, and that
-    fraction (the largest allowed when even it cannot reach the target)."""
+    fraction; an error when even the largest fraction does not reach it (an importance that
+    scores no group of this net: BatchNorm scale on a net without BatchNorm)."""
     shape = model.spec["input"]["shape"]
     if macs(model, shape) <= target:
         return copy.deepcopy(model), 0.0
     low, high = 0.0, MAX_FRACTION
     best = candidate(model, importance, high, grads, seed)
+    if macs(best, shape) > target:
+        raise ValueError(f"{importance} prunes {model.spec['name']} to {macs(best, shape)} MACs at most, not {target:.0f}")
     for _ in range(SEARCH_STEPS):
         middle = (low + high) / 2
         trial = candidate(model, importance, middle, grads, seed)
