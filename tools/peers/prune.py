@@ -71,7 +71,8 @@ def prune_to(model: nn.Module, importance: str, target: float, grads: dict[str, 
     low, high = 0.0, MAX_FRACTION
     best = candidate(model, importance, high, grads, seed)
     if macs(best, shape) > target:
-        raise ValueError(f"{importance} prunes {model.spec['name']} to {macs(best, shape)} MACs at most, not {target:.0f}")
+        reached = macs(best, shape)
+        raise ValueError(f"{importance} prunes {model.spec['name']} to {reached} MACs at most, not {target:.0f}")
     for _ in range(SEARCH_STEPS):
         middle = (low + high) / 2
         trial = candidate(model, importance, middle, grads, seed)

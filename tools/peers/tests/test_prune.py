@@ -52,7 +52,8 @@ def test_a_job_prunes_fine_tunes_and_keeps_the_better_on_validation(fixtures: di
     budget = entry["budget"] | {"iterations": 10, "max_iter": 10, "images_seen": 10 * entry["budget"]["batch"]}
     job = {"twin": entry["twin"], "importance": "l2", "seed": 0, "out": str(tmp_path), "keep_models": [1],
            "data": {"train": f"{data}/train.npz", "val": f"{data}/test.npz", "test": f"{data}/test.npz",
-                    "criterion": f"{data}/test.npz"}, "steps": [{"target_macs": 0.5 * base, "budget": budget}]}  # fmt: skip
+                    "criterion": f"{data}/test.npz"},
+           "steps": [{"target_macs": 0.5 * base, "budget": budget}]}  # fmt: skip
     (tmp_path / "job.json").write_text(json.dumps(job))
     done = subprocess.run([sys.executable, str(HERE.parent / "peers.py"), "prune", "--job", str(tmp_path / "job.json")],
                           capture_output=True, text=True, check=False)  # fmt: skip

@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from finetune import rate, scores, stream
 from finetune import finetune as tune
+from finetune import rate, scores, stream
 from peers import TOLERANCE, load_split
 from twin import caffe_params, load_twin, macs, multipliers
 
@@ -58,7 +58,8 @@ def test_fine_tuning_reaches_caffes_weights(fixtures: dict[str, Any], name: str)
     twin, caffe = load_twin(entry["twin"]), load_twin(entry["tuned"])
     train = load_split(f"{fixtures['data']}/train.npz")
     before = {k: v.clone() for k, v in twin.state_dict().items()}
-    tune(twin, multipliers(twin), stream(train["images"], train["labels"], entry["budget"]["batch"], 0), entry["budget"])
+    data = stream(train["images"], train["labels"], entry["budget"]["batch"], 0)
+    tune(twin, multipliers(twin), data, entry["budget"])
     mine, theirs = twin.state_dict(), caffe.state_dict()
     missed = moved = 0.0
     for key, value in theirs.items():
