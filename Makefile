@@ -8,7 +8,7 @@ CUDA_ARCH ?= 90
 DATASET ?= fashion-mnist
 CAFFE_FLAGS := $(if $(filter 1,$(CUDA)),--cuda --cuda-arch "$(CUDA_ARCH)",)
 
-.PHONY: help venv caffe caffe-deps caffe-cpp-tests fresh-check lenet-data lenet-baseline lenet-trim resnet-trim mobilenet-trim squeezenet-trim bench-speed vgg16-trim vgg16-synthetic synthetic coverage lenet-compare lenet-relief bench bench-scale bench-peers test-peers test lint clean
+.PHONY: help venv caffe caffe-deps caffe-cpp-tests fresh-check lenet-data lenet-baseline lenet-trim resnet-trim mobilenet-trim squeezenet-trim bench-speed record vgg16-trim vgg16-synthetic synthetic coverage lenet-compare lenet-relief bench bench-scale bench-peers test-peers test lint clean
 
 help:
 	@echo "make caffe            build Caffe from source (cached) and expose it in $(VENV)"
@@ -30,6 +30,7 @@ help:
 	@echo "make bench-scale      statistics and a criteria sweep on 1 and 2 Ray workers (runs/bench/scale.json)"
 	@echo "make bench-peers      pytrim and Torch-Pruning on the same nets, data and budget (runs/bench/peers.json; PEERS_ARGS=...)"
 	@echo "make test-peers       the Torch-Pruning side's tests in .venv-peers (twins against Caffe, one prune step)"
+	@echo "make record           copy the runs the docs cite into results/ and regenerate their tables"
 	@echo "make test             run the test suite"
 	@echo "make lint             ruff, and import-linter's layer contracts (pyproject.toml)"
 
@@ -148,6 +149,9 @@ test-peers: caffe $(PEERS_VENV)/.installed
 	rm -rf runs/test-peers && mkdir -p runs/test-peers
 	$(PY) tools/peers/tests/caffe_side.py runs/test-peers
 	PEERS_FIXTURES=runs/test-peers $(PEERS_VENV)/bin/python -m pytest tools/peers/tests -q $(PYTEST_ARGS)
+# The results of record (docs/results.md): runs/ copied into results/, the docs' tables regenerated.
+record: venv
+	$(PY) -m pytrim record
 
 test: caffe caffe-cpp-tests
 	$(PY) -m pytest $(PYTEST_ARGS)

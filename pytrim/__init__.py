@@ -1,9 +1,10 @@
 """pytrim: activation-driven pruning (Network Trimming, APoZ) of Caffe networks.
 
-The pipeline, one module per step: collect statistics -> choose neurons -> cut the net ->
-retrain -> report. Foundation modules: `caffe_env` (find pycaffe and Caffe's tools),
-`datasets` (IDX files to LMDB), `train` (the Caffe solver in a child process), `evaluate`
-(top-1/top-5 of a net on its TEST data).
+One subpackage per concern, in layers (top to bottom; each imports only those below it, checked
+by import-linter, see pyproject.toml): cli (the commands), experiments (benchmarks and sweeps),
+loop (the iterated run), criteria, retrain, stats (what is measured), scale (Ray), surgery (the
+cut and its proof), graph (the channel-dependency graph), feeds (images and data), caffeio
+(Caffe's files and build), core (errors, files, child processes).
 """
 
 __version__ = "0.1.0"

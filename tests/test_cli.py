@@ -1,5 +1,5 @@
 """The command line speaks one vocabulary (pytrim/cli/vocabulary.py): every option of every
-command is in it with one meaning, and README.md's table is that vocabulary."""
+command is in it with one meaning, and docs/commands.md's table is that vocabulary."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ def test_every_commands_options_are_in_the_vocabulary() -> None:
     assert not unused, f"vocabulary entries no command takes: {unused}"
 
 
-def test_readme_shows_the_vocabulary() -> None:
+def test_the_docs_show_the_vocabulary() -> None:
     shown = pytrim("vocabulary")
     assert shown.returncode == 0 and shown.stdout.strip() == table(option_users())
-    assert table(option_users()) in (ROOT / "README.md").read_text(), "README's vocabulary table is stale"
+    assert table(option_users()) in (ROOT / "docs/commands.md").read_text(), "docs/commands.md's table is stale"
 
 
 def test_every_command_has_help_and_the_list_has_every_command() -> None:

@@ -207,7 +207,8 @@ def filler_with_statistics(caffe, net_path: Path, out: Path, seed: int = 7) -> P
             blobs[2].data[...] = 2.0
         elif kind == "Scale":
             blobs[0].data[...] = rng.uniform(0.5, 1.5, blobs[0].data.shape)
-            blobs[1].data[...] = rng.normal(0, 0.5, blobs[1].data.shape)
+            if len(blobs) > 1:  # a Scale without bias_term has gamma only
+                blobs[1].data[...] = rng.normal(0, 0.5, blobs[1].data.shape)
     net.save(str(out))
     return out
 

@@ -161,24 +161,35 @@ def data_sources(net: Any) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
+# Layers that read labels: a deploy net (and an exported model) has none of them.
+LABELLED = (
+    "SoftmaxWithLoss", "EuclideanLoss", "SigmoidCrossEntropyLoss", "HingeLoss", "InfogainLoss",
+    "MultinomialLogisticLoss", "ContrastiveLoss", "Accuracy",
+)  # fmt: skip
 INPUT_LAYERS = ("Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "Input", "DummyData")
 
 
-def input_net(net: Any, shapes: dict[str, list[int]], batch: int | None = None) -> Any:
+def input_net(net: Any, shapes: dict[str, list[int]], batch: int | None = None, labels: bool = True) -> Any:
     """The TEST phase of `net` with every data layer (and the old `input:` fields) replaced
     by an Input layer of the same tops and shapes (`shapes`: blob -> shape, as Caffe builds
-    the net; `batch` replaces the first dimension): the net as pytrim feeds it (shards, timing)."""
+    the net; `batch` replaces the first dimension): the net as pytrim feeds it (shards, timing).
+    Without `labels`, the layers that read labels (losses, Accuracy) are left out, and so are
+    the inputs nothing else reads: the net as it is deployed."""
     out = caffe_pb2().NetParameter()
     out.CopyFrom(net)
     del out.layer[:], out.input[:], out.input_shape[:], out.input_dim[:]
     layers = [caffe_pb2().LayerParameter(name="input", type="Input", top=list(net.input))] if net.input else []
-    layers += layers_in_phase(net, "TEST")
+    layers += [layer for layer in layers_in_phase(net, "TEST") if labels or layer.type not in LABELLED]
+    read = {bottom for layer in layers for bottom in layer.bottom}
     for layer in layers:
         if layer.type not in INPUT_LAYERS:
             out.layer.add().CopyFrom(layer)
             continue
-        replacement = out.layer.add(name=layer.name, type="Input", top=list(layer.top))
-        for top in layer.top:
+        tops = [top for top in layer.top if labels or top in read]
+        if not tops:
+            continue
+        replacement = out.layer.add(name=layer.name, type="Input", top=tops)
+        for top in tops:
             dims = [int(d) for d in shapes[top]]
             replacement.input_param.shape.add(dim=[batch or dims[0], *dims[1:]])
     return out

@@ -9,7 +9,9 @@ command writes before it does any work (pytrim.core.files.OutputGuard: no output
 lies in an input, the data its nets read included; output folders are empty or the command's
 own; what a failed command wrote is removed), and turns the problems a user can act on
 (pytrim.core.errors) into one `error:` line and exit code 1; any other exception is a bug
-and keeps its traceback. The library never imports this package.
+and keeps its traceback.
+
+Layer: the top; it may import every package, and none imports it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ COMMANDS = {
     "choose": ("choose", "the neurons to cut, from statistics"),
     "cut": ("cut", "cut the chosen neurons: new prototxts and caffemodel"),
     "verify": ("verify", "prove a cut against the original with the neurons silenced"),
+    "export": ("export", "the net as an ONNX model, verified against Caffe in ONNX Runtime"),
     "evaluate": ("evaluate", "top-1/top-5 on the TEST data"),
     "speed": ("speed", "parameters, MACs and forward time of a net beside another"),
     "train": ("train", "train or fine-tune with Caffe's solver"),
@@ -53,7 +56,8 @@ COMMANDS = {
     "prepare-imagenet": ("prepare_imagenet", "ImageNet as LMDB for VGG-16"),
     "zoo": ("zoo", "write a public model-zoo net (ResNet-50, GoogLeNet, MobileNet, ...) as prototxt"),
     "probe": ("probe", "build a net in Caffe and report its blob and parameter shapes"),
-    "vocabulary": ("vocabulary", "every option of every command, with its one meaning (README's table)"),
+    "record": ("record", "copy the runs the documentation cites into results/ and regenerate its tables"),
+    "vocabulary": ("vocabulary", "every option of every command, with its one meaning (docs/commands.md's table)"),
 }
 RESULT_HELP = "also write the result as JSON to this file"
 NET_OPTIONS = ("--net", "--deploy", "--trimmed-net")  # prototxts: the data they read are inputs too

@@ -3,8 +3,8 @@
 One name per concept: `--finetune-iters` is always the solver iterations of a retraining,
 `--images` always how many images are used (the first N), `--out` always what a command
 writes (a file or a folder), `--feed` a deploy net's images and `--data-dir` a folder of
-train/val/test LMDBs, per-layer lists are always LAYER=VALUE,LAYER=VALUE. README.md's table
-is what this command prints (`python -m pytrim vocabulary`); tests/test_cli.py holds every
+train/val/test LMDBs, per-layer lists are always LAYER=VALUE,LAYER=VALUE. docs/commands.md's
+table is what this command prints (`python -m pytrim vocabulary`); tests/test_cli.py holds every
 command's --help to this list.
 """
 
@@ -124,12 +124,13 @@ VOCABULARY: dict[str, str] = {
     "--train-source": "zoo: TRAIN LMDB of a train_val",
     "--test-source": "zoo: TEST LMDB of a train_val",
     "--aux": "zoo: GoogLeNet's auxiliary classifiers",
+    "--check": "record: only check that the documentation's tables are the record's",
     "--phase": "probe: TEST or TRAIN",
 }
 
 
 def table(users: dict[str, list[str]]) -> str:
-    """The vocabulary as README's markdown table: option, meaning, the commands that take it."""
+    """The vocabulary as docs/commands.md's markdown table: option, meaning, the commands that take it."""
     lines = ["| option | meaning | commands |", "|---|---|---|"]
     for option, meaning in VOCABULARY.items():
         commands = users.get(option, [])

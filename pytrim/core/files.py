@@ -9,6 +9,7 @@
   works, and what a failed command wrote removed.
 - `claim_run_folder`/`clear_run_folder`/`FolderLock`: a run's output folder carries pytrim's
   marker (so `--restart` never removes anything else) and a lock (so two runs never share it).
+- `provenance`: the commit (and whether the tree had changes) and the time a result was made.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -47,6 +50,26 @@ def shipped(relative: str | Path) -> Path:
         return candidate
     checkout = Path(__file__).resolve().parents[2] / candidate  # pytrim/core/files.py -> the checkout
     return checkout if checkout.exists() else candidate
+
+
+def provenance(checkout: Path | None = None) -> dict[str, Any]:
+    """Where a result comes from: the commit of the checkout pytrim runs from (None outside
+    git), whether its working tree had uncommitted changes, and the time (UTC)."""
+    folder = checkout or Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    changes = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    date = datetime.now(UTC).isoformat(timespec="seconds")
+    return {"commit": commit, "dirty": bool(changes) if changes is not None else None, "date": date}
 
 
 def partial_name(path: Path) -> Path:

@@ -26,6 +26,7 @@ from typing import Any
 
 from pytrim.caffeio.env import blas_config, load_caffe
 from pytrim.caffeio.proto import read_net
+from pytrim.core.files import provenance
 from pytrim.feeds.source import data_source
 from pytrim.scale.cluster import run_remote, session, single_threaded
 from pytrim.scale.shards import ShardJob, merge, run_shard, shard_jobs
@@ -114,6 +115,7 @@ def scaling(net: Path, weights: Path, images: int | None, repeats: int, sweep: l
         "ray_start_and_first_run_seconds": {"1": one["first_run_seconds"], "2": two["first_run_seconds"]},
         "identical_counts": alone["zeros"] == one["zeros"] == two["zeros"],
         "repeats": repeats,
+        "provenance": provenance(),
     }
     if sweep is not None:
         folder = Path("runs/bench/sweep")

@@ -24,6 +24,7 @@ import numpy as np
 
 from pytrim.caffeio.env import blas_config, load_caffe
 from pytrim.caffeio.zoo import write
+from pytrim.core.files import provenance
 from pytrim.graph.build import net_graph
 from pytrim.graph.queries import trimmable
 from pytrim.stats.cost import compare_cost
@@ -125,4 +126,5 @@ def bench_speed(nets: list[str], repeats: int, threads: int | None, log: Callabl
                     f"{row['time_ratio_batch1']:.2f}x (batch 1), {row['time_ratio_batch8']:.2f}x (batch 8)"
                 )
     used = threads or os.cpu_count()
-    return {"cases": rows, "summary": summary(rows), "repeats": repeats, **blas_config(), "threads": used}
+    return {"cases": rows, "summary": summary(rows), "repeats": repeats, **blas_config(), "threads": used,
+            "provenance": provenance()}  # fmt: skip

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from pytrim.caffeio.env import pinned_machine
-from pytrim.core.files import together, write_atomic, write_json
+from pytrim.core.files import provenance, together, write_atomic, write_json
 from pytrim.experiments.sweep_tasks import Settings
 
 REPORT_NOTE = (
@@ -99,7 +99,8 @@ def plot(report: dict[str, Any], path: Path) -> Path:
 
 def write_report(entries: list[dict], bases: dict, settings: Settings, out: Path, failed: list | None = None) -> dict:
     report = {"note": REPORT_NOTE, "settings": asdict(settings), "baselines": bases, "entries": entries,
-              "summary": summary(entries), "failed": failed or [], "machine": pinned_machine()}  # fmt: skip
+              "summary": summary(entries), "failed": failed or [], "machine": pinned_machine(),
+              "provenance": provenance()}  # fmt: skip
     write_json(out / "report.json", report)
     write_atomic(out / "report.md", markdown(report))
     plot(report, out / "accuracy_vs_compression.png")

@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pytrim.core.files import together, write_atomic, write_json
+from pytrim.core.files import provenance, together, write_atomic, write_json
 from pytrim.stats.cost import UNSTEADY, unsteady
 from pytrim.stats.evaluate import ACCURACY
 from pytrim.stats.statsfile import load_stats
@@ -268,6 +268,7 @@ def write(state: dict[str, Any], schedule: Any, title: str, top5: bool = False) 
     out_dir = Path(schedule.out)
     report = build(state, schedule.val_data is not None, schedule.metric, schedule.tolerance)
     report["lower_is_better"] = schedule.lower_is_better
+    report["provenance"] = provenance()
     write_json(out_dir / "report.json", report)
     write_atomic(out_dir / "report.md", markdown(report, title, top5))
     curves(report, out_dir / "accuracy_vs_retraining.png")
