@@ -149,6 +149,7 @@ test-peers: caffe $(PEERS_VENV)/.installed
 	rm -rf runs/test-peers && mkdir -p runs/test-peers
 	$(PY) tools/peers/tests/caffe_side.py runs/test-peers
 	PEERS_FIXTURES=runs/test-peers $(PEERS_VENV)/bin/python -m pytest tools/peers/tests -q $(PYTEST_ARGS)
+
 # The results of record (docs/results.md): runs/ copied into results/, the docs' tables regenerated.
 record: venv
 	$(PY) -m pytrim record

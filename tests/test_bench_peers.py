@@ -13,10 +13,9 @@ import pytest
 from conftest import assert_one_line_error, filler_weights, net_text, pytrim, toy_db, toy_images, write_net
 
 from pytrim.caffeio.caffemodel import Caffemodel, count_params
-from pytrim.caffeio.proto import read_net
 from pytrim.core.errors import BadInput, UnsupportedTopology
 from pytrim.experiments import peers_files as files
-from pytrim.experiments.bench_peers import at_batch, targets
+from pytrim.experiments.bench_peers import targets
 from pytrim.experiments.peers_report import against, verdicts
 from pytrim.stats.cost import size
 from pytrim.stats.evaluate import evaluate
@@ -140,12 +139,6 @@ def test_verdicts_follow_the_paired_difference() -> None:
     assert ahead[0]["verdict"] == "ahead" and ahead[0]["pytrim_minus_torch_pruning"] == pytest.approx(0.01)
     assert level[0]["verdict"] == "level" and ahead[0]["stderr"] == pytest.approx(against(theirs, better)[1])
     assert verdicts([{"macs_ratio": 2.0}], rows, 1 - better)[0]["verdict"] == "behind"
-
-
-def test_a_deploy_copy_takes_another_batch(tmp_path: Path) -> None:
-    copy = at_batch(ROOT / "prototxt/resnet_fm/deploy.prototxt", 8, tmp_path / "b8.prototxt")
-    (layer,) = [layer for layer in read_net(copy).layer if layer.type == "Input"]
-    assert list(layer.input_param.shape[0].dim) == [8, 1, 28, 28]
 
 
 def test_bad_options_are_one_line_and_write_nothing(tmp_path: Path) -> None:

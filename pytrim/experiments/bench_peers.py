@@ -30,7 +30,7 @@ from typing import Any
 
 from pytrim.caffeio.env import pinned_machine
 from pytrim.caffeio.netcheck import probe
-from pytrim.caffeio.proto import read_net, write_text
+from pytrim.caffeio.proto import read_net
 from pytrim.core.errors import BadInput, StepFailed
 from pytrim.core.files import read_json, shipped, write_json
 from pytrim.core.runner import run_child, run_step
@@ -211,31 +211,19 @@ def one_net(bench: Bench, name: str) -> dict[str, Any]:
             "results": results, "deploy": str(schedule.deploy), "weights": str(schedule.weights)}  # fmt: skip
 
 
-def at_batch(deploy: Path, batch: int, out: Path) -> Path:
-    """A copy of a deploy prototxt whose Input layers take `batch` images."""
-    net = read_net(deploy)
-    for layer in net.layer:
-        for shape in layer.input_param.shape if layer.type == "Input" else []:
-            shape.dim[0] = batch
-    return write_text(net, out)
-
-
 def pytrim_onnx(folder: Path, tag: str, deploy: Path, weights: Path) -> dict[str, str] | None:
-    """pytrim's own ONNX export (`pytrim export`) of a deploy net at each batch size; None
-    while this pytrim has no export command."""
-    out = {}
-    for batch in ONNX_BATCHES:
-        net, onnx = at_batch(deploy, batch, folder / f"{tag}-b{batch}.prototxt"), folder / f"{tag}-b{batch}.onnx"
-        onnx.unlink(missing_ok=True)
-        try:
-            run_step("export", ["--net", str(net), "--weights", str(weights), "--out", str(onnx)],
-                     folder / f"{tag}-export.log", f"pytrim export of {deploy}")  # fmt: skip
-        except StepFailed as exc:
-            if "unknown command" in (exc.reason or str(exc)):
-                return None
-            raise
-        out[str(batch)] = str(onnx)
-    return out
+    """pytrim's own ONNX export (`pytrim export`, its batch dimension dynamic) of a deploy net,
+    the file for every batch size; None where this pytrim has no export command."""
+    onnx = folder / f"{tag}.onnx"
+    onnx.unlink(missing_ok=True)
+    try:
+        run_step("export", ["--net", str(deploy), "--weights", str(weights), "--out", str(onnx)],
+                 folder / f"{tag}-export.log", f"pytrim export of {deploy}")  # fmt: skip
+    except StepFailed as exc:
+        if "unknown command" in (exc.reason or str(exc)):
+            return None
+        raise
+    return {str(batch): str(onnx) for batch in ONNX_BATCHES}
 
 
 def latency_nets(bench: Bench, net: dict[str, Any], folder: Path) -> dict[str, list[dict[str, Any]]]:

@@ -47,11 +47,13 @@ def sample(run: Any, feed: dict[str, np.ndarray], forwards: int) -> float:
     return (time.perf_counter() - start) / forwards
 
 
-def time_onnx(paths: list[Path], repeats: int) -> dict[str, list[float]]:
+def time_onnx(paths: list[Path], repeats: int, batch: int) -> dict[str, list[float]]:
     """Seconds per forward of each file (medians) and each file's ratio to the first (median
-    of the rounds' ratios), all fed one random input of the first file's shape."""
+    of the rounds' ratios), all fed one random input of `batch` images (a file's dynamic batch
+    dimension takes it)."""
     sessions = [session(p) for p in paths]
-    shape = [int(d) for d in sessions[0].get_inputs()[0].shape]
+    shape = [d if isinstance(d, int) else batch for d in sessions[0].get_inputs()[0].shape]
+    shape[0] = batch
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     feeds = [{s.get_inputs()[0].name: x} for s in sessions]
     counts = []

@@ -157,7 +157,7 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
     for label, nets in job["groups"].items():
         entry: dict[str, Any] = {net["name"]: {} for net in nets}
         for batch in job["batches"]:
-            timed = time_onnx([onnx_of(net, batch, folder) for net in nets], job["repeats"])
+            timed = time_onnx([onnx_of(net, batch, folder) for net in nets], job["repeats"], batch)
             for net, seconds, ratio in zip(nets, timed["seconds"], timed["ratio"], strict=True):
                 entry[net["name"]] |= {f"seconds_batch{batch}": seconds, f"ratio_batch{batch}": ratio}
         found["groups"][label] = entry

@@ -79,5 +79,5 @@ def test_the_onnx_of_a_pruned_twin_gives_its_outputs(fixtures: dict[str, Any], t
     x = torch.from_numpy(images).float().numpy() * twin.spec["input"]["scale"]
     mine = run.run(None, {run.get_inputs()[0].name: x})[0]
     assert np.abs(mine - scores(pruned, images)).max() <= 1e-4 * np.abs(mine).max()
-    timed = time_onnx([export(twin, 8, tmp_path / "base.onnx"), path], 3)
+    timed = time_onnx([export(twin, 8, tmp_path / "base.onnx"), path], 3, 8)
     assert timed["ratio"][0] == 1.0 and all(s > 0 for s in timed["seconds"])
