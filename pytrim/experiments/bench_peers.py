@@ -32,7 +32,7 @@ from pytrim.caffeio.env import pinned_machine
 from pytrim.caffeio.netcheck import probe
 from pytrim.caffeio.proto import read_net
 from pytrim.core.errors import BadInput, StepFailed
-from pytrim.core.files import read_json, shipped, write_json
+from pytrim.core.files import provenance, read_json, shipped, write_json
 from pytrim.core.runner import run_child, run_step
 from pytrim.experiments import peers_files as files
 from pytrim.experiments import peers_report as report
@@ -293,7 +293,8 @@ def result(bench: Bench, measured: list[dict[str, Any]], seconds: float) -> dict
     return {"rows": rows, "verdicts": verdicts, "nets": nets, "seeds": bench.seeds, "criteria": bench.criteria,
             "finetune_iters": bench.finetune_iters, "iterations": bench.iterations, "seconds": seconds,
             "jobs": bench.jobs, "torch_threads": 1, "onnx_batches": list(ONNX_BATCHES), "repeats": bench.repeats,
-            "machine": pinned_machine(), "level_within_stderr": report.LEVEL_SE}  # fmt: skip
+            "machine": pinned_machine(), "level_within_stderr": report.LEVEL_SE,
+            "provenance": provenance()}  # fmt: skip
 
 
 def bench_peers(bench: Bench) -> dict[str, Any]:

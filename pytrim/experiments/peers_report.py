@@ -143,14 +143,20 @@ def ratio(value: float | None) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """peers.md: the table, then per net the twin's check and the budgets."""
+    """peers.md: a title and the tables."""
+    return "# pytrim and Torch-Pruning on the same nets\n\n" + table(result)
+
+
+def table(result: dict[str, Any]) -> str:
+    """The rows, the verdicts, and per net the twin's check and the budgets (docs/peers.md's
+    recorded block is this)."""
     head = ["net", "method", "importance", "step", "MACs", "params", "test top-1", "vs baseline (paired)", "seeds",
             "wall time", "ONNX latency b1 / b8", "fine-tuning"]  # fmt: skip
-    lines = ["# pytrim and Torch-Pruning on the same nets", "", "| " + " | ".join(head) + " |",
-             "|" + "---|" * len(head)]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in result["rows"]:
-        lat = r["latency"]
-        latency = f"{ratio(lat.get('ratio_batch1'))} / {ratio(lat.get('ratio_batch8'))}" if lat else ""
+        lat = r["latency"] or r.get("latency_twin_export") or {}
+        twin = " (twin)" if not r["latency"] and lat else ""
+        latency = f"{ratio(lat.get('ratio_batch1'))} / {ratio(lat.get('ratio_batch8'))}{twin}" if lat else ""
         b = r["budget"]
         cells = [r["net"], r["method"], r["importance"], f"{r['step']} ({r['target']})", ratio(r["macs_ratio"]),
                  ratio(r["params_ratio"]), f"{r['test_top1']:.2%}",

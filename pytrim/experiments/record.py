@@ -45,6 +45,7 @@ RECORDS: dict[str, Record] = {
     "bench-speed": Record("runs/bench/speed.json", "make bench-speed", tables.speed),
     "bench-apoz": Record("runs/bench/apoz_overhead.json", "make bench", tables.apoz_overhead),
     "bench-scale": Record("runs/bench/scale.json", "make bench-scale", tables.scale),
+    "bench-peers": Record("runs/bench/peers.json", "make bench-peers", tables.peers),
     "lenet-compare": Record("runs/lenet-compare/report.json", "make lenet-compare", tables.criteria),
     "lenet-relief": Record("runs/lenet-relief/report.json", "make lenet-relief", tables.relief),
     "fresh-check": Record("runs/fresh-check/result.json", "make fresh-check", tables.fresh_check),
