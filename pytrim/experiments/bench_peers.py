@@ -171,7 +171,7 @@ def job_of(bench: Bench, name: str, twin_of: dict, data: dict, plan: dict, crite
     path = out / "job.json"
     if not path.is_file() or json.loads(path.read_text()) != job:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "result.json").unlink(missing_ok=True)
+        (out / "result.json").unlink(missing_ok=True)  # another job: nothing of the old one is resumed
         write_json(path, job)
     return path
 

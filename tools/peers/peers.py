@@ -119,22 +119,39 @@ def save_model(model: Any, path: Path) -> Path:
     return path
 
 
+def resumed(job: dict[str, Any], model: Any) -> tuple[Any, list[dict[str, Any]]]:
+    """The steps an interrupted run of this job finished (its result.json and the model it
+    kept last), or none: a run resumes after its last finished step, exactly (every step
+    seeds its own draws and reads the training images from the start)."""
+    out = Path(job["out"])
+    if not (out / "result.json").is_file() or not (out / "last.pt").is_file():
+        return model, []
+    done = json.loads((out / "result.json").read_text())
+    if done.get("job") != job or done.get("done"):
+        return model, []
+    return torch.load(out / "last.pt", weights_only=False), done["steps"]
+
+
 def prune(args: argparse.Namespace) -> dict[str, Any]:
     """A Torch-Pruning run: every step of the job in turn, each from the one before."""
     job = json.loads(Path(args.job).read_text())
     torch.manual_seed(job["seed"])
-    model = load_twin(job["twin"])
-    shape = model.spec["input"]["shape"]
-    job |= {"base_macs": macs(model, shape), "base_params": caffe_params(model)}
+    model, records = resumed(job, load_twin(job["twin"]))
+    base = load_twin(job["twin"])
+    shape = base.spec["input"]["shape"]
+    extra = {"base_macs": macs(base, shape), "base_params": caffe_params(base)}
     splits = {name: load_split(path) for name, path in job["data"].items()}
-    records, start, cpu = [], time.monotonic(), time.process_time()
-    for number in range(1, len(job["steps"]) + 1):
-        model, record = one_step(model, job, number, splits)
+    start = time.monotonic() - (records[-1]["seconds_so_far"] if records else 0)
+    cpu = time.process_time() - (records[-1]["cpu_seconds_so_far"] if records else 0)
+    for number in range(len(records) + 1, len(job["steps"]) + 1):
+        model, record = one_step(model, job | extra, number, splits)
         record |= {"seconds_so_far": time.monotonic() - start, "cpu_seconds_so_far": time.process_time() - cpu}
         records.append(record)
-        write_json(Path(job["out"]) / "result.json", {"steps": records, "done": False})
+        save_model(model, Path(job["out"]) / "last.pt")
+        write_json(Path(job["out"]) / "result.json", {"steps": records, "done": False, "job": job})
         print(f"step {number}: {record['macs_ratio']:.2f}x fewer MACs, test top-1 {record['test_top1']:.2%} "
               f"(kept {record['kept']}), {record['seconds_so_far']:.0f} s", flush=True)  # fmt: skip
+    (Path(job["out"]) / "last.pt").unlink(missing_ok=True)
     result = {"steps": records, "done": True, "importance": job["importance"], "seed": job["seed"],
               "threads": torch.get_num_threads(), "torch": torch.__version__}  # fmt: skip
     write_json(Path(job["out"]) / "result.json", result)

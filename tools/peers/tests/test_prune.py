@@ -46,27 +46,39 @@ def test_a_step_reaches_its_target_and_keeps_the_classifier(fixtures: dict[str, 
     assert scores(pruned, test["images"][:20]).shape == (20, 10)
 
 
-def test_a_job_prunes_fine_tunes_and_keeps_the_better_on_validation(fixtures: dict[str, Any], tmp_path: Path) -> None:
+def run_job(job: dict[str, Any], folder: Path) -> dict[str, Any]:
+    (folder / "job.json").write_text(json.dumps(job))
+    done = subprocess.run([sys.executable, str(HERE.parent / "peers.py"), "prune", "--job", str(folder / "job.json")],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads((folder / "result.json").read_text())
+
+
+def test_a_job_prunes_fine_tunes_keeps_the_better_and_resumes(fixtures: dict[str, Any], tmp_path: Path) -> None:
     entry, data = fixtures["nets"]["lenet"], fixtures["data"]
     base = macs(load_twin(entry["twin"]), [1, 28, 28])
     budget = entry["budget"] | {"iterations": 10, "max_iter": 10, "images_seen": 10 * entry["budget"]["batch"]}
-    job = {"twin": entry["twin"], "importance": "l2", "seed": 0, "out": str(tmp_path), "keep_models": [1],
+    job = {"twin": entry["twin"], "importance": "l2", "seed": 0, "out": str(tmp_path), "keep_models": [1, 2],
            "data": {"train": f"{data}/train.npz", "val": f"{data}/test.npz", "test": f"{data}/test.npz",
                     "criterion": f"{data}/test.npz"},
-           "steps": [{"target_macs": 0.5 * base, "budget": budget}]}  # fmt: skip
-    (tmp_path / "job.json").write_text(json.dumps(job))
-    done = subprocess.run([sys.executable, str(HERE.parent / "peers.py"), "prune", "--job", str(tmp_path / "job.json")],
-                          capture_output=True, text=True, check=False)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads((tmp_path / "result.json").read_text())
-    (step,) = result["steps"]
-    assert result["done"] and step["macs"] <= 0.5 * base and step["budget"] == budget
+           "steps": [{"target_macs": share * base, "budget": budget} for share in (0.5, 0.4)]}  # fmt: skip
+    result = run_job(job, tmp_path)
+    step, second = result["steps"]
+    assert result["done"] and step["macs"] <= 0.5 * base and second["macs"] <= 0.4 * base and step["budget"] == budget
     assert step["kept"] == ("finetuned" if step["val_top1_finetuned"] >= step["val_top1_pruned"] else "pruned")
     assert step["test_top1"] == step[f"test_top1_{step['kept']}"]
     with np.load(tmp_path / "test-01.npz") as stored:
         assert stored["correct"].mean() == pytest.approx(step["test_top1"])
     model = torch.load(tmp_path / "step-01.pt", weights_only=False)
-    assert macs(model, [1, 28, 28]) == step["macs"]
+    assert macs(model, [1, 28, 28]) == step["macs"] and not (tmp_path / "last.pt").exists()
+    # Interrupted after step 1: the run resumes there and computes step 2 as it did.
+    (tmp_path / "last.pt").write_bytes((tmp_path / "step-01.pt").read_bytes())
+    (tmp_path / "result.json").write_text(json.dumps({"steps": [step], "done": False, "job": job}))
+    again = run_job(job, tmp_path)
+    timing = ("prune_seconds", "finetune_seconds", "seconds_so_far", "cpu_seconds_so_far")
+    assert again["steps"][0] == step and {k: v for k, v in again["steps"][1].items() if k not in timing} == {
+        k: v for k, v in second.items() if k not in timing
+    }
 
 
 def test_the_onnx_of_a_pruned_twin_gives_its_outputs(fixtures: dict[str, Any], tmp_path: Path) -> None:
