@@ -149,3 +149,60 @@ def test_bad_options_are_one_line_and_write_nothing(tmp_path: Path) -> None:
         done = pytrim("bench-peers", "--nets", "lenet", "--out", out, *args)
         assert_one_line_error(done, needle)
         assert not out.exists() and not (tmp_path / "peers").exists()
+
+
+def test_the_rows_pair_every_method_with_the_baseline_and_average_the_seeds(tmp_path: Path) -> None:
+    """A run as bench-peers records it (pytrim's two iterations, two Torch-Pruning seeds of one
+    importance): the rows, the seeds' average, the verdict and the table drawn from them."""
+    from pytrim.experiments.peers_report import net_rows, table
+    from pytrim.stats.evaluate import Scores
+
+    rng = np.random.default_rng(1)
+    base = (rng.random(2000) < 0.9).astype(float)
+
+    def saved(name: str, values: np.ndarray, key: str = "values") -> str:
+        path = tmp_path / name
+        np.savez(path, **{key: values, "weights": np.ones(values.size)})
+        return str(path)
+
+    flip = lambda v, n: np.where(np.arange(v.size) < n, 1 - v, v)  # noqa: E731
+    budget = {"iterations": 10, "images_seen": 640, "batch": 64, "lr_policy": "inv", "base_lr": 0.001}
+    results = []
+    for seed in (0, 1):
+        folder = tmp_path / f"l2-seed{seed}"
+        folder.mkdir()
+        steps = []
+        for number in (1, 2):
+            correct = flip(base, 40 * number + seed)
+            np.savez(folder / f"test-{number:02d}.npz", correct=correct)
+            steps.append({"step": number, "macs_ratio": 1.5 + number / 10, "params_ratio": 1.4,
+                          "test_top1": correct.mean(), "seconds_so_far": 10.0 * number + seed,
+                          "cpu_seconds_so_far": 5.0 * number,
+                          "widths": {"c": 8 - number}, "kept": "finetuned", "budget": budget})  # fmt: skip
+        results.append({"importance": "l2", "seed": seed, "folder": str(folder), "steps": steps})
+    iterations = [{"cost": {"macs_ratio": 1.5}, "compression": 2.0, "accepted": True, "widths": "20-30"},
+                  {"cost": {"macs_ratio": 1.8}, "compression": 2.6, "accepted": False, "widths": "20-25"}]  # fmt: skip
+    loop = {"final": {"iteration": 1}, "iterations": iterations, "seconds": 99.0, "cpu_seconds": 9.0}
+    net = {"net": "toy", "loop": loop,
+           "state_baseline": {"test_scores": saved("base.npz", base)},
+           "state_iterations": [{"test_scores": saved(f"it{i}.npz", flip(base, 10 * i))} for i in (1, 2)],
+           "plan": {"matched": 1, "budgets": [budget, budget]}, "results": results,
+           "latency": {"pytrim": {"ratio_batch1": 1.2, "ratio_batch8": 1.3},
+                       "l2-1": {"ratio_batch1": 1.1}}}  # fmt: skip
+    rows, judged = net_rows(net)
+    assert [(r["method"], r["step"]) for r in rows] == [("pytrim", 1), ("pytrim", 2), ("torch-pruning", 1),
+                                                          ("torch-pruning", 2)]  # fmt: skip
+    matched = rows[2]
+    seeds = np.mean([flip(base, 40), flip(base, 41)], axis=0)
+    assert matched["test_top1"] == pytest.approx(seeds.mean()) and matched["seeds"] == [0, 1]
+    assert matched["test_difference"] == pytest.approx(seeds.mean() - base.mean())
+    assert matched["wall_seconds"] == pytest.approx(10.5) and matched["budget"]["images_seen"] == 640
+    assert rows[3]["budget"]["images_seen"] == 1280 and rows[1]["target"] == "one further (not accepted)"
+    assert matched["latency"] == {"ratio_batch1": 1.1} and rows[0]["latency"]["ratio_batch8"] == 1.3
+    pytrim_result = Scores.load(net["state_iterations"][0]["test_scores"]).values
+    (verdict,) = judged
+    assert verdict["pytrim_minus_torch_pruning"] == pytest.approx(pytrim_result.mean() - seeds.mean())
+    twin = {"max_abs_diff": 1e-5, "max_rel_diff": 1e-6}
+    nets = [{"net": "toy", "twin": twin, "budgets_equal": True, "baseline_top1": 0.9, "pytrim_seconds": 99.0}]
+    text = table({"rows": rows, "verdicts": judged, "nets": nets})
+    assert text.count("\n| toy |") == 6 and "| toy | l2 |" in text and "1 min 39 s" in text
