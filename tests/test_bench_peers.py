@@ -206,3 +206,14 @@ def test_the_rows_pair_every_method_with_the_baseline_and_average_the_seeds(tmp_
     nets = [{"net": "toy", "twin": twin, "budgets_equal": True, "baseline_top1": 0.9, "pytrim_seconds": 99.0}]
     text = table({"rows": rows, "verdicts": judged, "nets": nets})
     assert text.count("\n| toy |") == 6 and "| toy | l2 |" in text and "1 min 39 s" in text
+
+
+def test_the_loops_time_adds_up_over_the_runs_that_built_its_folder(tmp_path: Path) -> None:
+    from pytrim.experiments.bench_peers import loop_time
+
+    path = tmp_path / "pytrim-time.json"
+    first = loop_time(path, {"seconds": 100.0, "cpu_seconds": 40.0}, resumed=False)
+    again = loop_time(path, {"seconds": 3.0, "cpu_seconds": 1.0}, resumed=True)  # reused: a few seconds more
+    assert first["seconds"] == 100.0 and again["seconds"] == 103.0 and again["cpu_seconds"] == 41.0
+    assert again["this_run_seconds"] == 3.0 and again["resumed"]
+    assert loop_time(path, {"seconds": 7.0, "cpu_seconds": 2.0}, resumed=False)["seconds"] == 7.0  # a new folder

@@ -105,9 +105,18 @@ def pytrim_run(bench: Bench, name: str) -> tuple[Schedule, dict[str, Any], dict[
         train_baseline(schedule.baseline_solver, schedule.weights, schedule.net, bench.log)
     resumed, start, cpu = (schedule.out / "state.json").is_file(), time.monotonic(), children_cpu()
     state = run_schedule(schedule, bench.progress, bench.log, jobs=bench.jobs)
-    seconds, cpu = time.monotonic() - start, children_cpu() - cpu
+    spent = {"seconds": time.monotonic() - start, "cpu_seconds": children_cpu() - cpu}
     loop = write_report(state, schedule, f"Network Trimming: {schedule.name}")
-    return schedule, state, {"seconds": seconds, "cpu_seconds": cpu, "resumed": resumed} | loop
+    return schedule, state, loop_time(schedule.out.parent / "pytrim-time.json", spent, resumed) | loop
+
+
+def loop_time(path: Path, spent: dict[str, float], resumed: bool) -> dict[str, Any]:
+    """The loop's time over every run that built its folder (a resumed or reused run adds what
+    it spent to what the runs before it spent), and this run's own."""
+    before = read_json(path, "loop time") if resumed and path.is_file() else {"seconds": 0.0, "cpu_seconds": 0.0}
+    total = {key: before[key] + spent[key] for key in ("seconds", "cpu_seconds")}
+    write_json(path, total)
+    return total | {"this_run_seconds": spent["seconds"], "resumed": resumed}
 
 
 def children_cpu() -> float:
