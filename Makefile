@@ -8,7 +8,7 @@ CUDA_ARCH ?= 90
 DATASET ?= fashion-mnist
 CAFFE_FLAGS := $(if $(filter 1,$(CUDA)),--cuda --cuda-arch "$(CUDA_ARCH)",)
 
-.PHONY: help venv caffe caffe-deps caffe-cpp-tests fresh-check lenet-data lenet-baseline lenet-trim lenet-small resnet-trim mobilenet-trim squeezenet-trim densenet-trim bench-speed bench-export record vgg16-trim vgg16-synthetic synthetic coverage lenet-compare lenet-relief bench bench-scale test lint clean
+.PHONY: help venv caffe caffe-deps caffe-cpp-tests fresh-check lenet-data lenet-baseline lenet-trim lenet-small resnet-trim mobilenet-trim squeezenet-trim densenet-trim bench-speed bench-export record vgg16-trim vgg16-synthetic synthetic coverage lenet-compare lenet-relief bench bench-scale bench-peers test-peers test lint clean
 
 help:
 	@echo "make caffe            build Caffe from source (cached) and expose it in $(VENV)"
@@ -31,6 +31,8 @@ help:
 	@echo "make bench-speed      forward time against MACs of cut model-zoo nets (runs/bench/speed.json)"
 	@echo "make bench-export     every zoo and benchmark net exported to ONNX, verified, timed per runtime (runs/bench/export.json)"
 	@echo "make bench-scale      statistics and a criteria sweep on 1 and 2 Ray workers (runs/bench/scale.json)"
+	@echo "make bench-peers      pytrim and Torch-Pruning on the same nets, data and budget (runs/bench/peers.json; PEERS_ARGS=...)"
+	@echo "make test-peers       the Torch-Pruning side's tests in .venv-peers (twins against Caffe, one prune step)"
 	@echo "make record           copy the runs the docs cite into results/ and regenerate their tables"
 	@echo "make test             run the test suite"
 	@echo "make lint             ruff, and import-linter's layer contracts (pyproject.toml)"
@@ -136,6 +138,29 @@ bench-export: caffe
 bench-scale: lenet-data
 	@$(MAKE) --no-print-directory $(LENET_MODEL) $(LENET300_MODEL)
 	$(PY) tools/bench_scale.py --weights $(LENET_MODEL) $(SCALE_ARGS)
+
+# The Torch-Pruning side (tools/peers/) runs in its own environment, from requirements-peers.txt:
+# torch, Torch-Pruning, ONNX and ONNX Runtime never enter .venv, CI or the pytrim package.
+PEERS_VENV := .venv-peers
+$(PEERS_VENV)/.installed: requirements-peers.txt
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install -q -r requirements-peers.txt
+	touch $@
+.venv-peers: $(PEERS_VENV)/.installed
+
+# pytrim's loop and Torch-Pruning on LeNet, resnet_fm, mobilenet_fm and squeezenet_fm (baselines
+# trained where missing). Shortened: PEERS_ARGS="--nets lenet --iterations 2 --finetune-iters 300 --seed 0".
+bench-peers: lenet-data $(PEERS_VENV)/.installed
+	@$(MAKE) --no-print-directory $(LENET_MODEL)
+	$(PY) tools/bench_peers.py --torch-python $(PEERS_VENV)/bin/python $(PEERS_ARGS)
+
+# The twins against Caffe's own outputs and fine-tuning, and one Torch-Pruning step; the Caffe side
+# (tools/peers/tests/caffe_side.py) runs in .venv first.
+test-peers: caffe $(PEERS_VENV)/.installed
+	rm -rf runs/test-peers && mkdir -p runs/test-peers
+	$(PY) tools/peers/tests/caffe_side.py runs/test-peers
+	PEERS_FIXTURES=runs/test-peers $(PEERS_VENV)/bin/python -m pytest tools/peers/tests -q $(PYTEST_ARGS)
 
 # The results of record (docs/results.md): runs/ copied into results/, the docs' tables regenerated.
 record: venv

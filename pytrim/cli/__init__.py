@@ -49,6 +49,7 @@ COMMANDS = {
     "bench-scale": ("bench_scale", "benchmark: statistics and a sweep on 1 and 2 Ray workers"),
     "bench-export": ("bench_export", "benchmark: every zoo and benchmark net exported to ONNX, verified and timed"),
     "bench-speed": ("bench_speed", "benchmark: forward time against MACs of cut model-zoo nets"),
+    "bench-peers": ("bench_peers", "benchmark: pytrim and Torch-Pruning on the same nets, data and budget"),
     "coverage": ("coverage", "benchmark: what pytrim can trim in the model-zoo nets (filler weights, full size)"),
     "vgg16": ("vgg16", "the paper's VGG-16 run, and its synthetic stand-in"),
     "synthetic": ("synthetic", "any net end to end on filler weights: coverage, time and memory per step"),

@@ -35,6 +35,6 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
         return {"stale": []}
     recorded = record(root)
     changed = render(root)
-    print(f"recorded: {', '.join(recorded) or 'nothing (no run results under runs/)'}")
+    print(f"recorded (new or changed): {', '.join(recorded) or 'nothing'}")
     print(f"pages regenerated: {', '.join(str(p.relative_to(root)) for p in changed) or 'none (all current)'}")
     return {"recorded": recorded, "pages": [str(p) for p in changed]}

@@ -102,6 +102,7 @@ VOCABULARY: dict[str, str] = {
     "--synthetic": "vgg16: random weights and generated images instead of the real files",
     "--overlap": "vgg16: first compare the neurons chosen on validation and on training images",
     "--json": "print JSON instead of a table",
+    "--torch-python": "bench-peers: the Python of the environment with torch and Torch-Pruning (.venv-peers)",
     # data preparation
     "--dataset": "prepare-lenet: fashion-mnist or mnist",
     "--from": "prepare-lenet: a folder of the four IDX files",

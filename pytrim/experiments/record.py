@@ -48,6 +48,7 @@ RECORDS: dict[str, Record] = {
     "bench-export": Record("runs/bench/export.json", "make bench-export", tables.export),
     "bench-apoz": Record("runs/bench/apoz_overhead.json", "make bench", tables.apoz_overhead),
     "bench-scale": Record("runs/bench/scale.json", "make bench-scale", tables.scale),
+    "bench-peers": Record("runs/bench/peers.json", "make bench-peers", tables.peers),
     "lenet-compare": Record("runs/lenet-compare/report.json", "make lenet-compare", tables.criteria),
     "lenet-relief": Record("runs/lenet-relief/report.json", "make lenet-relief", tables.relief),
     "fresh-check": Record("runs/fresh-check/result.json", "make fresh-check", tables.fresh_check),
@@ -64,12 +65,15 @@ def record(root: Path, names: list[str] | None = None) -> list[str]:
         if not source.is_file():
             continue
         data = read_json(source, f"result of {RECORDS[name].command}")
+        kept = root / "results" / f"{name}.json"
+        if kept.is_file() and read_json(kept, "record").get("data") == data:
+            continue  # already the record: its provenance stays as it was
         stamp = data.get("provenance") or {}
         measured = datetime.fromtimestamp(source.stat().st_mtime, UTC).isoformat(timespec="seconds")
         entry = {"name": name, "source": RECORDS[name].source, "command": RECORDS[name].command,
                  "measured": stamp.get("date", measured), "commit": stamp.get("commit"), "dirty": stamp.get("dirty"),
                  "machine": machine_of(data), "recorded": provenance(root), "data": data}  # fmt: skip
-        write_json(root / "results" / f"{name}.json", entry)
+        write_json(kept, entry)
         done.append(name)
     return done
 

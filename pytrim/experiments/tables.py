@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from pytrim.experiments.peers_report import table as peers_table
 from pytrim.loop.report import plan_lines, result_line, shown
 from pytrim.stats.cost import speedups
 from pytrim.stats.evaluate import ACCURACY
@@ -303,3 +304,9 @@ def fresh_check(result: dict[str, Any]) -> str:
     return (f"- a minimal Debian 12 with Debian's own python3, git and make ({result.get('source')} of "
             f"{(result.get('commit') or '')[:10]}): {verdict}; `make caffe` {minutes(result.get('caffe_seconds'))}, "
             f"`make lenet-trim` {minutes(result.get('lenet_trim_seconds'))}.")  # fmt: skip
+
+
+def peers(result: dict[str, Any]) -> str:
+    """`make bench-peers`: pytrim and Torch-Pruning per net, importance and MACs target, the
+    verdicts at the matched MACs, the twins' checks and the budgets (pytrim.experiments.peers_report)."""
+    return peers_table(result).rstrip("\n")
