@@ -163,7 +163,7 @@ def iteration(run: Run, base: dict[str, Any], number: int, source: Nets,
         run.state.save()
         run.log(verdict_line(record))
         first = first or record
-        shrink = None if record["accepted"] else smaller(run, record)
+        shrink = None if record["accepted"] or index == run.s.retries else smaller(run, record)
         if shrink is None:
             break
         run.log(f"  trying {TRIES[index + 1]}: a smaller step from the same parent, {shrink['why']}")
