@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from pytrim.caffeio.env import pinned_machine
-from pytrim.core.errors import BadInput
-from pytrim.core.files import provenance, read_json, write_atomic, write_json
+from pytrim.core.errors import BadInput, RunLocked
+from pytrim.core.files import LOCK, FolderLock, provenance, read_json, write_atomic, write_json
 from pytrim.experiments import tables
 
 BLOCK = re.compile(r"(<!-- record: ([\w-]+) -->\n)(.*?)(<!-- /record -->)", re.S)
@@ -62,7 +62,7 @@ def record(root: Path, names: list[str] | None = None) -> list[str]:
     done = []
     for name in names or list(RECORDS):
         source = root / RECORDS[name].source
-        if not source.is_file():
+        if not source.is_file() or in_progress(source.parent):
             continue
         data = read_json(source, f"result of {RECORDS[name].command}")
         kept = root / "results" / f"{name}.json"
@@ -76,6 +76,17 @@ def record(root: Path, names: list[str] | None = None) -> list[str]:
         write_json(kept, entry)
         done.append(name)
     return done
+
+
+def in_progress(folder: Path) -> bool:
+    """Whether a pytrim run holds the folder's lock now (its result is not final yet)."""
+    if not (folder / LOCK).is_file():
+        return False
+    try:
+        with FolderLock(folder):
+            return False
+    except RunLocked:
+        return True
 
 
 def machine_of(data: dict[str, Any]) -> dict[str, Any]:
@@ -104,7 +115,7 @@ def block(name: str, records: dict[str, dict[str, Any]]) -> str:
     """The markdown of one generated block."""
     if name == "headline":
         return tables.headline({n: records[n] for n in HEADLINE if n in records}, records.get("coverage"),
-                               records.get("bench-speed"))  # fmt: skip
+                               records.get("bench-speed")) + "\n"  # fmt: skip
     if name not in RECORDS:
         raise BadInput(f"a page asks for the record {name!r}, which pytrim does not know (known: {', '.join(RECORDS)})")
     if name not in records:

@@ -30,7 +30,7 @@ def provenance_line(entry: dict[str, Any]) -> str:
     on = f"{machine.get('cpu', 'an unknown CPU')} ({machine.get('cores', '?')} cores)"
     if entry.get("commit"):
         dirty = " with uncommitted changes" if entry.get("dirty") else ""
-        when = f"measured {entry['measured']} at commit {entry['commit'][:10]}{dirty}"
+        when = f"written {entry['measured']} at commit {entry['commit'][:10]}{dirty}"
     else:
         recorded = entry.get("recorded") or {}
         when = f"written {entry['measured']}, recorded at commit {(recorded.get('commit') or 'unknown')[:10]}"
@@ -57,21 +57,25 @@ def _difference(it: dict[str, Any], metric: str) -> str:
 
 
 def trim_run(report: dict[str, Any]) -> str:
-    """A trimming run: the baseline and every iteration (widths, size, MACs, speed, the test
-    metric, the paired difference that decided, acceptance), the plan and the result."""
+    """A trimming run: the baseline and every try (widths, size, MACs, speed in each runtime, the
+    test metric, the paired difference that decided, acceptance), the plan and the result."""
     metric, base = report.get("metric", ACCURACY), report["baseline"]
     batches = sorted({k.removeprefix("speedup_batch") for it in report["iterations"] for k in it.get("cost") or {}
                       if k.startswith("speedup_batch")}, key=int)  # fmt: skip
+    pair = " / ".join(f"b{b}" for b in batches)
     on = report.get("decisions_on", "validation")
-    head = ["", "widths", "parameters", "compression", "MACs", "speed " + " / ".join(f"b{b}" for b in batches),
+    head = ["", "widths", "parameters", "compression", "MACs", f"Caffe {pair}",
+            *(f"{title} {pair} (1 thread)" for title, _ in DEPLOYED),
             f"test {'top-1' if metric == ACCURACY else metric}", f"paired diff. ({on})", "accepted"]  # fmt: skip
-    rows = [["baseline", base["widths"], f"{base['params']:,}", _x(1.0), _x(1.0), "", _value(base, metric), "", ""]]
+    rows = [["baseline", base["widths"], f"{base['params']:,}", _x(1.0), _x(1.0), "", "", "", _value(base, metric),
+             "", ""]]  # fmt: skip
     for it in report["iterations"]:
         macs, speed = speed_cells(it.get("cost"))
+        deployed = [speed_cells(it.get("cost"), runtime, "threads1")[1] for _, runtime in DEPLOYED]
         accepted = ("yes" if it["accepted"] else "no") + (" (stopped)" if it.get("stopped") else "")
         label = it.get("label") or f"Trim-{it['iteration']}"
         label += f" ({it['why_try']})" if it.get("try", "a") != "a" else ""
-        rows.append([label, it["widths"], f"{it['params']:,}", _x(it["compression"]), macs, speed,
+        rows.append([label, it["widths"], f"{it['params']:,}", _x(it["compression"]), macs, speed, *deployed,
                      _value(it, metric), _difference(it, metric), accepted])  # fmt: skip
     lines = [*_rows(head, rows), "", *plan_lines(report), result_line(report)]
     return "\n".join(lines).replace("\n\n\n", "\n\n")
@@ -79,14 +83,16 @@ def trim_run(report: dict[str, Any]) -> str:
 
 def headline(trims: dict[str, dict[str, Any]], coverage_entry: dict | None, speed_entry: dict | None) -> str:
     """README's table: each benchmark's result, and one line each for surgery coverage and speed."""
-    head = ["net", "baseline test top-1", "result", "parameters", "MACs", "speed, batch 1", "test top-1",
-            "paired test difference"]  # fmt: skip
+    head = ["net", "baseline test top-1", "result", "parameters", "MACs",
+            "speed, batch 1: Caffe / OpenCV / ONNX Runtime (1 thread)", "test top-1", "paired test difference"]
     rows = []
     for name, entry in trims.items():
         report = entry["data"]
         final, base = report["final"], report["baseline"]
         chosen = final["iteration"] or None
-        macs, speed = speed_cells(final.get("cost"))
+        macs, _ = speed_cells(final.get("cost"))
+        speed = " / ".join(speed_cells(final.get("cost"), runtime, "threads1")[1].split(" / ")[0]
+                           for runtime in ("caffe", "opencv", "onnxruntime"))  # fmt: skip
         difference = "" if final.get("test_difference") is None else (
             f"{100 * final['test_difference']:+.2f} ± {100 * final['test_difference_stderr']:.2f}")  # fmt: skip
         result = (
@@ -95,7 +101,7 @@ def headline(trims: dict[str, dict[str, Any]], coverage_entry: dict | None, spee
             else "baseline"
         )
         rows.append([f"`make {name}`", _value(base, report["metric"]), result, _x(final["compression"]) + " fewer",
-                     macs + " fewer", speed.split(" / ")[0], _value(final | {"top1_stderr": None}, report["metric"]),
+                     macs + " fewer", speed, _value(final | {"top1_stderr": None}, report["metric"]),
                      difference])  # fmt: skip
     lines = _rows(head, rows) if rows else ["_No trimming run recorded yet (`make lenet-trim`, then `make record`)._"]
     if coverage_entry:
