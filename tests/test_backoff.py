@@ -127,3 +127,14 @@ def test_eval_every_needs_a_validation_split(problem: Path) -> None:  # noqa: F8
     write_net(problem / "v.toml", text.replace("[trim]\n", "[trim]\neval_every = 10\n"))
     result = trim(problem, schedule="v.toml")
     assert result.returncode == 1 and "eval_every scores retraining snapshots on the validation split" in result.stderr
+
+
+def test_retime_times_every_try_again_and_reuses_the_rest(problem: Path) -> None:  # noqa: F811
+    assert trim(problem, "--iterations", "1").returncode == 0
+    before = json.loads((problem / "run/state.json").read_text())["iterations"][0]["steps"]
+    again = trim(problem, "--iterations", "1", "--retime")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "timing" in again.stdout and "again (--retime)" in again.stdout
+    assert "computing it again" not in again.stdout
+    after = json.loads((problem / "run/state.json").read_text())["iterations"][0]["steps"]
+    assert after["retrain"] == before["retrain"] and after["speed"] != before["speed"]

@@ -46,6 +46,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fold-mean", action="store_true", help="fold removed channels' means into consumers' biases")
     p.add_argument("--restart", action="store_true", help="remove the output folder (a pytrim run) and start over")
     p.add_argument("--jobs", type=positive, help="steps run side by side at most (default: the cores; 1: serially)")
+    p.add_argument("--retime", action="store_true", help="time every try again (the machine was busy); reuse the rest")
     add_workers(p)
 
 
@@ -90,7 +91,7 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
     with shared_local(args.workers if not args.ray_address else None) as local:
         address = args.ray_address or local
         sharding = [f"--ray-address={address}"] if address else []
-        state = run_schedule(schedule, progress=not args.quiet, sharding=sharding, jobs=args.jobs)
+        state = run_schedule(schedule, progress=not args.quiet, sharding=sharding, jobs=args.jobs, retime=args.retime)
     title = f"Network Trimming: {schedule.name}"
     report = write(state, schedule, title)
     print()

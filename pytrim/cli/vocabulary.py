@@ -80,6 +80,7 @@ VOCABULARY: dict[str, str] = {
     "--no-scratch": "no from-scratch ablation",
     "--restart": "start the run over (only in a folder pytrim made)",
     # scale-out
+    "--retime": "trim: time every try again in every runtime (the machine was busy); every other step is reused",
     "--jobs": "steps run side by side at most (default: the cores; 1: serially)",
     "--workers": "split the work among N local Ray workers",
     "--ray-address": "run on a running Ray cluster (HOST:PORT of its head)",

@@ -83,8 +83,16 @@ def trim_run(report: dict[str, Any]) -> str:
 
 def headline(trims: dict[str, dict[str, Any]], coverage_entry: dict | None, speed_entry: dict | None) -> str:
     """README's table: each benchmark's result, and one line each for surgery coverage and speed."""
-    head = ["net", "baseline test top-1", "result", "parameters", "MACs",
-            "speed, batch 1: Caffe / OpenCV / ONNX Runtime (1 thread)", "test top-1", "paired test difference"]
+    head = [
+        "net",
+        "baseline test top-1",
+        "result",
+        "parameters",
+        "MACs",
+        "speed, batch 1: Caffe / OpenCV / ONNX Runtime (1 thread)",
+        "test top-1",
+        "paired test difference",
+    ]
     rows = []
     for name, entry in trims.items():
         report = entry["data"]

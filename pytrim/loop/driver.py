@@ -242,14 +242,16 @@ def finish(run: Run, final: Nets) -> None:
 
 
 def run_schedule(schedule: Schedule, progress: bool = True, log: Callable[[str], None] = print,
-                 sharding: list[str] | None = None, jobs: int | None = None) -> dict[str, Any]:  # fmt: skip
+                 sharding: list[str] | None = None, jobs: int | None = None,
+                 retime: bool = False) -> dict[str, Any]:  # fmt: skip
     """Run (or resume) a schedule in its output folder, holding the folder's lock; `sharding`
     (--workers N / --ray-address A) splits its statistics and evaluations among Ray workers;
-    `jobs` steps at most run side by side (default: the cores)."""
+    `jobs` steps at most run side by side (default: the cores); `retime` times every try again."""
     s = prepare(schedule, log)
     claim_run_folder(s.out, marker_kind(s.out) or "trim")  # a command (vgg16) may have claimed it
     with FolderLock(s.out):
         run = Run(s, progress, log, sharding, jobs)
+        run.retime = retime
         if run.state.resumed:
             log(f"resuming from {run.state.path}")
         base = baseline(run)

@@ -56,6 +56,8 @@ def speed_step(run: Run, record: dict[str, Any], base: Path, base_weights: Path,
         return {**cost["nets"][0], "threads": cost["threads"], "blas_core": cost["blas_core"], "cpu": cost["cpu"]}
 
     inputs = {"base": base, "base_weights": base_weights, "net": net, "weights": weights}
+    if run.retime and (record.get("steps") or {}).pop("speed", None) is not None:
+        run.log(f"timing {net} again (--retime)")
     return run.step(record, "speed", {}, inputs, work, [], f"speed of {net}")
 
 

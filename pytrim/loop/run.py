@@ -93,6 +93,7 @@ class Run:
         self.s, self.progress, self.log = schedule, progress, log
         self.jobs = max(1, jobs or os.cpu_count() or 1)  # steps at once
         self.sharding = sharding or []  # --workers/--ray-address for the passes over images (not in keys)
+        self.retime = False  # --retime: the speed steps are computed again, whatever their keys
         self.state = RunState(schedule.out, log)
 
     def key(self, step: Step) -> str:
