@@ -4,6 +4,7 @@ fix what reaches the net's outputs, and find where each group's activations are 
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +67,9 @@ def _parts(g: Graph) -> None:
     for use in g.uses:
         if use.kind not in ("producer", "depthwise", "slice"):
             continue
-        starts = np.cumsum([0, *use.points]) if use.kind == "slice" else np.array([0, use.layout.width])
+        starts = np.cumsum([0, *use.points]).tolist() if use.kind == "slice" else [0, use.layout.width]
         roots, index = g.channels(use.layout)
-        for a, b in zip(starts[:-1], starts[1:], strict=True):
+        for a, b in itertools.pairwise(starts):
             for root in dict.fromkeys(roots[a:b].tolist()):
                 part = index[a:b][roots[a:b] == root]
                 group = g.info[root]
