@@ -89,8 +89,11 @@ SHAPES = {
     "vgg16": {"conv5_3": (1, 512, 14, 14), "pool5": (1, 512, 7, 7), "fc6": (1, 4096)},
     "se_resnet50": {"res2b_se_shape": (1, 256), "res3a_se_scale": (1, 512, 28, 28), "res5c": (1, 2048, 7, 7)},
     "dpn": {"dpn2_3_out": (1, 256 + 80, 57, 57), "dpn3_1_res": (1, 512, 29, 29), "dpn5_3_out": (1, 2048 + 640, 8, 8)},
-    "inception_resnet": {"block_a3_sum": (1, 384, 26, 26), "block_b4_sum": (1, 1152, 13, 13),
-                         "block_c2_sum": (1, 2144, 7, 7)},  # fmt: skip
+    "inception_resnet": {
+        "block_a3_sum": (1, 384, 26, 26),
+        "block_b4_sum": (1, 1152, 13, 13),
+        "block_c2_sum": (1, 2144, 7, 7),
+    },
 }
 # A few published weight shapes (groups, depthwise convolutions, classifiers).
 WEIGHTS = {

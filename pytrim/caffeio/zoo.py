@@ -682,10 +682,10 @@ def build(
     **options: Any,
 ) -> Any:
     """The NetParameter of net `name`: kind "deploy" (Input "data" [batch, 3, H, W], Softmax "prob")
-    or "train_val" (TRAIN/TEST Data layers "data" reading train_source/test_source, default
-    data/<dataset>/{train,val}_lmdb; train_batch default: the published one; SoftmaxWithLoss "loss",
-    TEST Accuracy "accuracy" and "accuracy_top5"). `size`: another input side than the published
-one (the input, or the crop). options go to the net's builder (googlenet: aux)."""
+        or "train_val" (TRAIN/TEST Data layers "data" reading train_source/test_source, default
+        data/<dataset>/{train,val}_lmdb; train_batch default: the published one; SoftmaxWithLoss "loss",
+        TEST Accuracy "accuracy" and "accuracy_top5"). `size`: another input side than the published
+    one (the input, or the crop). options go to the net's builder (googlenet: aux)."""
     if name not in NETS:
         raise BadInput(f"unknown net {name!r}: one of {', '.join(NETS)}")
     if kind not in KINDS:
