@@ -148,7 +148,8 @@ NETS: dict[str, Callable[[Any, Any], Any]] = {
     "squeezenet_fm": squeezenet_fm,
     "densenet_fm": densenet_fm,
 }
-TITLES = {"resnet_fm": "ResNet-8 (Fashion-MNIST)", "seresnet_fm": "SE-ResNet-8 (Fashion-MNIST)", "mobilenet_fm": "MobileNet v2-style (Fashion-MNIST)",
+TITLES = {"resnet_fm": "ResNet-8 (Fashion-MNIST)", "seresnet_fm": "SE-ResNet-8 (Fashion-MNIST)",
+          "mobilenet_fm": "MobileNet v2-style (Fashion-MNIST)",
           "squeezenet_fm": "SqueezeNet-style (Fashion-MNIST)",
           "densenet_fm": "DenseNet-style (Fashion-MNIST)"}  # fmt: skip
 
