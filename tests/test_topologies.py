@@ -520,6 +520,22 @@ def batch_concat(n, data):
     return head(n, n.cat)
 
 
+def scale_by_axis_1(n, data):
+    """Scale with a second bottom and axis 1: the second bottom (C,) holds the channels on its
+    axis 0 (Caffe accepts no 4-D (N, C, 1, 1) excitation with axis 1, nor with axis 0 on an
+    (N, C, H, W) blob with H, W > 1)."""
+    n.c = conv(data, 8)
+    n.gamma = L().Parameter(parameter_param={"shape": {"dim": [8]}})
+    n.scaled = L().Scale(n.c, n.gamma, scale_param={"axis": 1})
+    return head(n, n.scaled)
+
+
+def test_a_second_bottom_on_axis_1_is_refused_with_its_reason(caffe, tmp_path: Path) -> None:
+    deploy = write_net(tmp_path / "deploy.prototxt", net_text(scale_by_axis_1, [2, 2, 8, 8]))
+    with pytest.raises(UnsupportedTopology, match="second bottom holds the channels on its axis 0"):
+        group_of(net_graph(deploy)[1], "c")
+
+
 def test_unsupported_topologies_are_one_line_errors_and_write_nothing(caffe, tmp_path: Path) -> None:
     cases = [
         (unknown_layer, "conv1", "passes Tile layer 'tile', whose channel mapping pytrim does not know"),
