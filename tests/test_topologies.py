@@ -396,6 +396,21 @@ def test_choose_never_empties_a_layer_of_a_joined_group(caffe, tmp_path: Path) -
     assert found.remove.tolist() == [4, 5, 6] and found.keep.tolist() == [0, 1, 2, 3, 7]
 
 
+def test_statistics_of_a_joined_group_keep_its_parts(caffe, tmp_path: Path) -> None:
+    """The layers owning part of a joined group travel with its statistics (collect, the
+    statistics file) so that choosing from a file never empties one of them."""
+    from pytrim.stats.statsfile import load_stats, save_stats
+
+    db = toy_db(tmp_path / "db", 8, side=8)
+    net = write_net(tmp_path / "tv.prototxt", net_text(concat_projection, [4, 1, 8, 8], (db, db, 4)))
+    weights = filler_with_statistics(caffe, net, tmp_path / "w.caffemodel")
+    group = collect(net, weights, progress=False).find("b")
+    assert group.width == 8 and {"a", "b", "p"} <= set(group.members)
+    assert {p.blob for p in group.points} == {"a", "b", "sum"}  # a's and b's ReLUs, the sum's
+    loaded = load_stats(save_stats(collect(net, weights, progress=False), tmp_path / "s.h5")).find("b")
+    assert [(name, part.tolist()) for name, part in loaded.parts] == [("a", [0, 1, 2, 3]), ("b", [4, 5, 6, 7])]
+
+
 def test_dual_path_slices_map_into_the_residual_group(caffe, tmp_path: Path) -> None:
     result, check, graph = cut_and_verify(caffe, tmp_path, dual_path, {"stem": 5})
     assert check.ok
