@@ -44,10 +44,11 @@ def retrain(work: Work, net: Path, weights: Path, masks: dict, iterations: int, 
 def unit_prune(work: Work) -> tuple[Path, Path, dict, bool | None]:
     """One-shot: the point's fraction of every trimmable group's channels, cut and verified."""
     t = work.task
-    groups = list(trimmable(net_graph(work.net)[1]))
+    found = trimmable(net_graph(work.net)[1])
+    groups = list(found)
     stats = collect_layer_data(work.net, work.files.weights, groups, taylor=t.criterion == "taylor")
-    selections = {g: choose(g, unit_scores(t.criterion, stats[g], t.seed), Rule("ratio", ratio=t.point))
-                  for g in groups}  # fmt: skip
+    selections = {g: choose(g, unit_scores(t.criterion, stats[g], t.seed), Rule("ratio", ratio=t.point),
+                            found[g].blocks, found[g].parts) for g in groups}  # fmt: skip
     net, weights = work.folder / "pruned.prototxt", work.folder / "pruned.caffemodel"
     cut([work.net], work.files.weights, selections, [net], weights)
     require_verified(verify(work.net, work.files.weights, net, weights, selections, work.settings.verify_tol), t)
