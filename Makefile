@@ -8,7 +8,7 @@ CUDA_ARCH ?= 90
 DATASET ?= fashion-mnist
 CAFFE_FLAGS := $(if $(filter 1,$(CUDA)),--cuda --cuda-arch "$(CUDA_ARCH)",)
 
-.PHONY: help venv caffe caffe-deps caffe-cpp-tests fresh-check lenet-data lenet-baseline lenet-trim lenet-small resnet-trim mobilenet-trim squeezenet-trim densenet-trim bench-speed bench-export record vgg16-trim vgg16-synthetic synthetic coverage lenet-compare lenet-relief bench bench-scale bench-peers test-peers test lint clean
+.PHONY: help venv caffe caffe-deps caffe-cpp-tests fresh-check lenet-data lenet-baseline lenet-trim lenet-small resnet-trim seresnet-trim mobilenet-trim squeezenet-trim densenet-trim bench-speed bench-export record vgg16-trim vgg16-synthetic synthetic coverage lenet-compare lenet-relief bench bench-scale bench-peers test-peers test lint clean
 
 help:
 	@echo "make caffe            build Caffe from source (cached) and expose it in $(VENV)"
@@ -17,6 +17,7 @@ help:
 	@echo "make lenet-baseline   train LeNet, write models/lenet/lenet.caffemodel, print top-1"
 	@echo "make lenet-trim       Network Trimming on LeNet: runs/lenet-trim/report.md (TRIM_ARGS=...)"
 	@echo "make resnet-trim      the loop on a ResNet (BatchNorm, Eltwise) on Fashion-MNIST: runs/resnet-trim/"
+	@echo "make seresnet-trim    the loop on an SE-ResNet (squeeze-and-excitation: Scale with two bottoms)"
 	@echo "make mobilenet-trim   the loop on a MobileNet v2-style net (depthwise, linear bottlenecks)"
 	@echo "make squeezenet-trim  the loop on a SqueezeNet-style net (fire modules joined by Concat)"
 	@echo "make densenet-trim    the loop on a DenseNet-style net (dense blocks joined by Concat, transitions)"
@@ -85,10 +86,10 @@ lenet-trim: lenet-data
 	@$(MAKE) --no-print-directory $(LENET_MODEL)
 	$(PY) tools/trim.py --schedule prototxt/lenet/trim.toml $(if $(WEIGHTS),--weights $(WEIGHTS)) $(TRIM_ARGS)
 
-# Beyond LeNet chains, on Fashion-MNIST: a ResNet, a MobileNet v2-style net, a SqueezeNet-style net
-# and a DenseNet-style net (pytrim/caffeio/benchnets.py), each trained when its caffemodel is
+# Beyond LeNet chains, on Fashion-MNIST: a ResNet, an SE-ResNet (squeeze-and-excitation), a MobileNet
+# v2-style net, a SqueezeNet-style net and a DenseNet-style net (pytrim/caffeio/benchnets.py), each trained when its caffemodel is
 # missing (the schedule's train_missing_weights), then trimmed with the automated plan (layers = "auto").
-resnet-trim mobilenet-trim squeezenet-trim densenet-trim: %-trim: lenet-data
+resnet-trim seresnet-trim mobilenet-trim squeezenet-trim densenet-trim: %-trim: lenet-data
 	$(PY) tools/trim.py --schedule prototxt/$*_fm/trim.toml $(TRIM_ARGS)
 
 # LeNet with little data: its own baseline and the LeNet schedule on 3,000 training images and

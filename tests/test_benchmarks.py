@@ -104,7 +104,7 @@ def tiny_copy(name: str, d: Path) -> Path:
     return write_net(d / "trim.toml", schedule + "\n")
 
 
-@pytest.mark.parametrize("name", ["resnet_fm", "mobilenet_fm", "squeezenet_fm", "densenet_fm"])
+@pytest.mark.parametrize("name", ["resnet_fm", "seresnet_fm", "mobilenet_fm", "squeezenet_fm", "densenet_fm"])
 def test_the_benchmark_schedules_run_shortened(name: str, tmp_path: Path) -> None:
     schedule = tiny_copy(name, tmp_path)
     command = [sys.executable, "-m", "pytrim", "trim", "--quiet", "--schedule", str(schedule)]
@@ -120,6 +120,8 @@ def test_the_benchmark_schedules_run_shortened(name: str, tmp_path: Path) -> Non
     for entry in report["iterations"]:  # the plan offers only groups measured after a ReLU (APoZ's domain)
         stats = load_stats(tmp_path / f"run/iter-{entry['iteration']:02d}/stats.h5")
         assert all(stats.find(name).relu for name in entry["plan"]["trimmed"]), entry["plan"]
+    if name == "seresnet_fm":  # each excitation's expansion is cut with the channels it scales
+        assert any("res1_se_up" in stats.layers[group].members for group in stats.layers), list(stats.layers)
     if name == "mobilenet_fm":  # its linear projections have no ReLU: measured, never offered
         linear = [group for group in stats.layers if group.endswith("/linear")]
         assert linear and not any(stats.find(group).relu for group in linear)

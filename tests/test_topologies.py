@@ -192,6 +192,104 @@ def siamese(n, data):
     return n.join
 
 
+def excitation(n, name: str, bottom, width: int, kind: str):
+    """Squeeze-and-excitation of `bottom` (width channels): global pooling, a 1x1 reduce and
+    expand (or two InnerProducts: `kind` "ip"), a Sigmoid, shaped to (N, C) by Reshape or
+    Flatten ("4d": kept (N, C, 1, 1)); the Scale with two bottoms multiplies channel by channel."""
+    setattr(n, f"{name}_pool", L().Pooling(bottom, pool=P().Pooling.AVE, global_pooling=True))
+    pool = getattr(n, f"{name}_pool")
+    lively = {"weight_filler": FILL["weight_filler"], "bias_filler": {"type": "constant", "value": 1.0}}
+    if kind == "ip":  # a bias of 1: the reduction is not all zeros after its ReLU on random BatchNorm statistics
+        setattr(n, f"{name}_reduce", L().InnerProduct(pool, num_output=3, **lively))
+    else:
+        setattr(n, f"{name}_reduce", L().Convolution(pool, num_output=3, kernel_size=1, **lively))
+    setattr(n, f"{name}_reduce_relu", L().ReLU(getattr(n, f"{name}_reduce"), in_place=True))
+    make = L().InnerProduct if kind == "ip" else lambda b, **kw: conv(b, kw.pop("num_output"), k=1, **kw)
+    setattr(n, f"{name}_expand", make(getattr(n, f"{name}_reduce_relu"), num_output=width))
+    setattr(n, f"{name}_gate", L().Sigmoid(getattr(n, f"{name}_expand")))
+    gate = getattr(n, f"{name}_gate")
+    if kind == "reshape":
+        setattr(n, f"{name}_shape", L().Reshape(gate, reshape_param={"shape": {"dim": [0, -1]}}))
+        gate = getattr(n, f"{name}_shape")
+    elif kind == "flatten":
+        setattr(n, f"{name}_shape", L().Flatten(gate))
+        gate = getattr(n, f"{name}_shape")
+    setattr(n, f"{name}_scale", L().Scale(bottom, gate, scale_param={"axis": 0}))
+    return getattr(n, f"{name}_scale")
+
+
+def squeeze_excite(kind: str):
+    """A residual block whose branch is scaled by its excitation (SE-ResNet)."""
+
+    def body(n, data):
+        n.conv0 = conv(data, 8)
+        top = bn_scale_relu(n, "conv0", n.conv0)
+        n.a = conv(top, 4)
+        a = bn_scale_relu(n, "a", n.a)
+        n.b = conv(a, 8)
+        b = bn_scale_relu(n, "b", n.b, relu=False)
+        n.sum = L().Eltwise(top, excitation(n, "se", b, 8, kind))
+        n.sum_relu = L().ReLU(n.sum, in_place=True)
+        n.next = conv(n.sum_relu, 6)
+        return head(n, n.next)
+
+    return body
+
+
+def squeeze_excite_4d(n, data):
+    """An excitation kept (N, C, 1, 1) scaling a (N, C, 1, 1) blob with axis 0 (after global
+    pooling, as a classifier's SE does): every axis of the blob is covered."""
+    n.conv0 = conv(data, 8)
+    n.relu0 = L().ReLU(n.conv0, in_place=True)
+    n.gp = L().Pooling(n.relu0, pool=P().Pooling.AVE, global_pooling=True)
+    n.conv1 = conv(n.gp, 8, k=1)
+    n.relu1 = L().ReLU(n.conv1, in_place=True)
+    n.fc = L().InnerProduct(excitation(n, "se", n.relu1, 8, "4d"), num_output=5, **FILL)
+    return n.fc
+
+
+def concat_projection(n, data):
+    """A Concat of two convolutions added to a 1x1 projection (Inception-ResNet): channel i of
+    `a` is channel i of `p`, channel j of `b` channel 4 + j of `p`."""
+    n.a = conv(data, 4)
+    n.a_relu = L().ReLU(n.a, in_place=True)
+    n.b = conv(data, 4, k=1)
+    n.b_relu = L().ReLU(n.b, in_place=True)
+    n.cat = L().Concat(n.a_relu, n.b_relu)
+    n.c = conv(n.cat, 5)
+    n.c_relu = L().ReLU(n.c, in_place=True)
+    n.p = conv(n.c_relu, 8, k=1)
+    p = bn_scale_relu(n, "p", n.p, relu=False)
+    n.sum = L().Eltwise(n.cat, p)
+    n.sum_relu = L().ReLU(n.sum, in_place=True)
+    n.next = conv(n.sum_relu, 6)
+    return head(n, n.next)
+
+
+def dual_path(n, data):
+    """DPN: each block's convolution is sliced, its first part added to the residual path,
+    the rest concatenated to the dense path."""
+    n.stem = conv(data, 6)
+    n.stem_relu = L().ReLU(n.stem, in_place=True)
+    residual, dense, top = n.stem_relu, None, n.stem_relu
+    for i in (1, 2):
+        setattr(n, f"c{i}", conv(top, 10))
+        res, new = L().Slice(getattr(n, f"c{i}"), ntop=2, slice_param={"axis": 1, "slice_point": [6]})
+        setattr(n, f"c{i}_res", res)
+        setattr(n, f"c{i}_dense", new)
+        setattr(n, f"sum{i}", L().Eltwise(residual, res))
+        residual = getattr(n, f"sum{i}")
+        if dense is not None:
+            setattr(n, f"dense{i}", L().Concat(dense, new))
+            new = getattr(n, f"dense{i}")
+        dense = new
+        setattr(n, f"cat{i}", L().Concat(residual, dense))
+        setattr(n, f"cat{i}_relu", L().ReLU(getattr(n, f"cat{i}"), in_place=True))
+        top = getattr(n, f"cat{i}_relu")
+    n.next = conv(top, 6)
+    return head(n, n.next)
+
+
 def filler_with_statistics(caffe, net_path: Path, out: Path, seed: int = 7) -> Path:
     """Filler weights, then BatchNorm statistics (mean, variance, a scale factor of 2), Scale
     gamma/beta and PReLU slopes set to random non-trivial values: a silenced channel then
@@ -249,6 +347,12 @@ CASES = {
     "LRN within channel": (lrn("WITHIN_CHANNEL"), {"conv1": 3}),
     "Deconvolution, Reshape, transposed InnerProduct": (deconv_transpose, {"conv1": 2, "up": 2, "ip1": 3}),
     "shared weights (Siamese)": (siamese, {"conv1": 2}),
+    "squeeze-and-excitation, Reshape to (N, C)": (squeeze_excite("reshape"), {"conv0": 3, "a": 1, "se_reduce": 1}),
+    "squeeze-and-excitation, Flatten": (squeeze_excite("flatten"), {"conv0": 3, "se_reduce": 1}),
+    "squeeze-and-excitation, InnerProducts, axis 0 on (N, C)": (squeeze_excite("ip"), {"b": 3, "se_reduce": 1}),
+    "squeeze-and-excitation, axis 0 on a 4-D excitation": (squeeze_excite_4d, {"conv0": 2, "conv1": 3}),
+    "Concat of two convolutions added to a 1x1 projection": (concat_projection, {"a": 3, "c": 2}),
+    "Slice added to a residual and concatenated (dual path)": (dual_path, {"stem": 5}),
 }
 
 
@@ -262,6 +366,63 @@ def test_cut_is_exact(caffe, tmp_path: Path, case: str) -> None:
     assert result.params_after < result.params_before
     for name, count in layers.items():
         assert result.widths_after[name] == result.widths_before[name] - count
+
+
+def test_a_concat_joined_to_a_projection_maps_each_part(caffe, tmp_path: Path) -> None:
+    """Removing channel i of `a` removes channel i of `p`; channel j of `b`, channel 4 + j."""
+    result, check, graph = cut_and_verify(caffe, tmp_path, concat_projection, {"a": 3})
+    assert check.ok
+    group = group_of(graph, "p")
+    assert group is group_of(graph, "a") is group_of(graph, "b") and group.width == 8
+    assert [name for name, _ in group.parts] == ["a", "b"]
+    removed = removal(8, 3)  # [0, 3, 7]: a's 0 and 3, b's 3
+    keep = [int(c) for c in np.setdiff1d(np.arange(8), removed)]
+    assert result.recipe["a"].num_output == 2 and result.recipe["b"].num_output == 3
+    assert result.recipe["p"].num_output == 5 and result.recipe["p"].blobs[0][0].keep == keep
+    assert result.recipe["b"].blobs[0][0].keep == [c - 4 for c in keep if c >= 4]
+    empty = Selection("a", 8, np.array([0, 1, 2, 3]), np.array([4, 5, 6, 7]))
+    with pytest.raises(BadInput, match="would empty layer 'b'"):
+        cut([tmp_path / "deploy.prototxt"], tmp_path / "w.caffemodel", {"a": empty},
+            [tmp_path / "x/deploy.prototxt"], tmp_path / "x/t.caffemodel")  # fmt: skip
+
+
+def test_choose_never_empties_a_layer_of_a_joined_group(caffe, tmp_path: Path) -> None:
+    from pytrim.surgery.choose import Rule, choose
+
+    deploy = write_net(tmp_path / "deploy.prototxt", net_text(concat_projection, [2, 2, 8, 8]))
+    group = group_of(net_graph(deploy)[1], "a")
+    scores = np.array([0.1, 0.2, 0.1, 0.2, 0.9, 0.8, 0.95, 0.7])  # b's channels (4..7) score highest
+    found = choose("a", scores, Rule("count", count=4), group.blocks, group.parts)
+    assert found.remove.tolist() == [4, 5, 6] and found.keep.tolist() == [0, 1, 2, 3, 7]
+
+
+def test_statistics_of_a_joined_group_keep_its_parts(caffe, tmp_path: Path) -> None:
+    """The layers owning part of a joined group travel with its statistics (collect, the
+    statistics file) so that choosing from a file never empties one of them."""
+    from pytrim.stats.statsfile import load_stats, save_stats
+
+    db = toy_db(tmp_path / "db", 8, side=8)
+    net = write_net(tmp_path / "tv.prototxt", net_text(concat_projection, [4, 1, 8, 8], (db, db, 4)))
+    weights = filler_with_statistics(caffe, net, tmp_path / "w.caffemodel")
+    group = collect(net, weights, progress=False).find("b")
+    assert group.width == 8 and {"a", "b", "p"} <= set(group.members)
+    assert {p.blob for p in group.points} == {"a", "b", "sum"}  # a's and b's ReLUs, the sum's
+    loaded = load_stats(save_stats(collect(net, weights, progress=False), tmp_path / "s.h5")).find("b")
+    assert [(name, part.tolist()) for name, part in loaded.parts] == [("a", [0, 1, 2, 3]), ("b", [4, 5, 6, 7])]
+
+
+def test_dual_path_slices_map_into_the_residual_group(caffe, tmp_path: Path) -> None:
+    result, check, graph = cut_and_verify(caffe, tmp_path, dual_path, {"stem": 5})
+    assert check.ok
+    group = group_of(graph, "stem")
+    # stem (6) + c1's dense part (4) + c2's dense part (4): one index space of 14 channels.
+    assert group is group_of(graph, "c1") is group_of(graph, "c2") and group.width == 14
+    removed = removal(14, 5)  # [0, 3, 6, 9, 13]
+    assert removed == [0, 3, 6, 9, 13]
+    assert result.recipe["stem"].num_output == 4  # 0 and 3 go
+    assert result.recipe["c1"].num_output == 6 and result.recipe["c1_res"].slice_point == [4]  # and its 6, 9
+    assert result.recipe["c2"].num_output == 7 and result.recipe["c2_res"].slice_point == [4]  # and its 13 - 4
+    assert result.recipe["c2"].blobs[0][0].keep == [1, 2, 4, 5, 6, 7, 8]
 
 
 def test_each_member_of_a_coupled_group_is_cut(caffe, tmp_path: Path) -> None:
@@ -358,12 +519,12 @@ def unknown_layer(n, data):
     return head(n, n.conv2)
 
 
-def mismatched_eltwise(n, data):
-    n.a = conv(data, 4)
-    n.b = conv(data, 4)
-    n.cat = L().Concat(n.a, n.b)
+def halves_summed(n, data):
+    """The two halves of one convolution's output added: channel i would have to go with
+    channel 4 + i of the same group, which no cut of one index space can say."""
     n.c = conv(data, 8)
-    n.sum = L().Eltwise(n.cat, n.c)
+    n.h1, n.h2 = L().Slice(n.c, ntop=2, slice_param={"axis": 1})
+    n.sum = L().Eltwise(n.h1, n.h2)
     return head(n, n.sum)
 
 
@@ -374,10 +535,26 @@ def batch_concat(n, data):
     return head(n, n.cat)
 
 
+def scale_by_axis_1(n, data):
+    """Scale with a second bottom and axis 1: the second bottom (C,) holds the channels on its
+    axis 0 (Caffe accepts no 4-D (N, C, 1, 1) excitation with axis 1, nor with axis 0 on an
+    (N, C, H, W) blob with H, W > 1)."""
+    n.c = conv(data, 8)
+    n.gamma = L().Parameter(parameter_param={"shape": {"dim": [8]}})
+    n.scaled = L().Scale(n.c, n.gamma, scale_param={"axis": 1})
+    return head(n, n.scaled)
+
+
+def test_a_second_bottom_on_axis_1_is_refused_with_its_reason(caffe, tmp_path: Path) -> None:
+    deploy = write_net(tmp_path / "deploy.prototxt", net_text(scale_by_axis_1, [2, 2, 8, 8]))
+    with pytest.raises(UnsupportedTopology, match="second bottom holds the channels on its axis 0"):
+        group_of(net_graph(deploy)[1], "c")
+
+
 def test_unsupported_topologies_are_one_line_errors_and_write_nothing(caffe, tmp_path: Path) -> None:
     cases = [
         (unknown_layer, "conv1", "passes Tile layer 'tile', whose channel mapping pytrim does not know"),
-        (mismatched_eltwise, "c", "Eltwise 'sum' joins inputs whose channel layouts differ"),
+        (halves_summed, "c", "Eltwise 'sum' joins different channels of one channel group"),
         (batch_concat, "a", "Concat layer 'cat' on an axis other than the channels"),
     ]
     for body, layer, message in cases:
@@ -393,7 +570,7 @@ def test_unsupported_topologies_are_one_line_errors_and_write_nothing(caffe, tmp
         assert_one_line_error(r, f"layer {layer!r} cannot be trimmed", message)
         assert not (d / "cut").exists()
     # A plan that would empty a group.
-    d = tmp_path / "mismatched_eltwise"
+    d = tmp_path / "halves_summed"
     (d / "empty.json").write_text('{"layers": [{"layer": "a", "width": 4, "keep": [], "remove": [0, 1, 2, 3]}]}')
     deploy = write_net(d / "ok.prototxt", net_text(bn_body, [2, 2, 8, 8]))
     weights = filler_with_statistics(caffe, deploy, d / "ok.caffemodel")

@@ -30,6 +30,9 @@ OUTPUT = {
     "caffenet": (1, 1000),
     "cifar10_full": (1, 10),
     "vgg16": (1, 1000),
+    "se_resnet50": (1, 1000),
+    "dpn": (1, 1000),
+    "inception_resnet": (1, 1000),
 }
 # A few published blobs and their shapes at batch 1.
 SHAPES = {
@@ -84,6 +87,13 @@ SHAPES = {
     "caffenet": {"conv1": (1, 96, 55, 55), "norm1": (1, 96, 27, 27), "norm2": (1, 256, 13, 13), "fc7": (1, 4096)},
     "cifar10_full": {"pool1": (1, 32, 16, 16), "norm2": (1, 32, 8, 8), "pool3": (1, 64, 4, 4)},
     "vgg16": {"conv5_3": (1, 512, 14, 14), "pool5": (1, 512, 7, 7), "fc6": (1, 4096)},
+    "se_resnet50": {"res2b_se_shape": (1, 256), "res3a_se_scale": (1, 512, 28, 28), "res5c": (1, 2048, 7, 7)},
+    "dpn": {"dpn2_3_out": (1, 256 + 80, 57, 57), "dpn3_1_res": (1, 512, 29, 29), "dpn5_3_out": (1, 2048 + 640, 8, 8)},
+    "inception_resnet": {
+        "block_a3_sum": (1, 384, 26, 26),
+        "block_b4_sum": (1, 1152, 13, 13),
+        "block_c2_sum": (1, 2144, 7, 7),
+    },
 }
 # A few published weight shapes (groups, depthwise convolutions, classifiers).
 WEIGHTS = {
@@ -96,6 +106,9 @@ WEIGHTS = {
     "caffenet": {"conv5": (256, 192, 3, 3), "fc8": (1000, 4096)},
     "cifar10_full": {"conv1": (32, 3, 5, 5), "ip1": (10, 1024)},
     "vgg16": {"fc6": (4096, 25088)},
+    "se_resnet50": {"res2a_se_down": (16, 256, 1, 1), "res5c_se_up": (2048, 128, 1, 1)},
+    "dpn": {"dpn3_1_b": (192, 6, 3, 3), "dpn5_proj": (2048 + 256, 1024 + 24 * 8, 1, 1)},
+    "inception_resnet": {"block_b1_b1_1": (160, 128, 1, 7), "block_c2_up": (2144, 448, 1, 1)},
 }
 LEARNABLE = ("Convolution", "InnerProduct", "Scale", "PReLU")
 

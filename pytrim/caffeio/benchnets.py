@@ -10,6 +10,9 @@ the topologies the trimming loop must survive, small enough to train on two core
     squeezenet_fm  SqueezeNet-style fire modules (a 1x1 squeeze, then 1x1 and 3x3 expands joined
                    by Concat), with BatchNorm + Scale, a 1x1 classifier convolution (no ReLU on the
                    class scores) and global average pooling
+    seresnet_fm    resnet_fm with squeeze-and-excitation on each block's branch: global pooling,
+                   a 1x1 reduction to a quarter of the channels + ReLU, a 1x1 expansion + Sigmoid,
+                   Reshape to (N, C), Scale with two bottoms (axis 0) before the sum
     densenet_fm    DenseNet-style: conv1 (24, stride 2), three dense blocks of four pre-activation layers
                    (BatchNorm + Scale, ReLU, 3x3 convolution of 12 channels, each output joined to
                    the block's input by Concat), transitions (BatchNorm, ReLU, 1x1 convolution to
@@ -30,7 +33,7 @@ from typing import Any
 from google.protobuf import text_format
 
 from pytrim.caffeio.env import caffe_pb2
-from pytrim.caffeio.zoo import KINDS, L, P, conv, fc, filler, net_spec, pool, relu
+from pytrim.caffeio.zoo import KINDS, L, P, conv, fc, filler, net_spec, pool, relu, se_unit
 from pytrim.core.errors import BadInput
 from pytrim.core.files import together
 
@@ -46,14 +49,15 @@ def unit(n: Any, name: str, bottom: Any, out: int, kernel: int, stride: int = 1,
     return n[f"{name}/scale"]
 
 
-def resnet_fm(n: Any, data: Any) -> Any:
+def resnet_fm(n: Any, data: Any, se: bool = False) -> Any:
     """conv1 (32, stride 2) and stages res1 (32), res2 (64, stride 2), res3 (128, stride 2) of one
-    basic block."""
+    basic block (with `se`, an excitation on each block's branch: seresnet_fm)."""
     x, channels = relu(n, "conv1/relu", unit(n, "conv1", data, 32, 3, 2)), 32
     for stage, width in enumerate((32, 64, 128), 1):
         stride, block = (1 if stage == 1 else 2), f"res{stage}"
         y = relu(n, f"{block}_a/relu", unit(n, f"{block}_a", x, width, 3, stride))
         y = unit(n, f"{block}_b", y, width, 3)
+        y = se_unit(n, f"{block}_se", y, width, 4) if se else y
         shortcut = x if stride == 1 and width == channels else unit(n, f"{block}_proj", x, width, 1, stride)
         n[block] = L.Eltwise(shortcut, y)
         x, channels = relu(n, f"{block}/relu", n[block]), width
@@ -132,13 +136,20 @@ def densenet_fm(n: Any, data: Any) -> Any:
     return fc(n, "fc", pool(n, "pool", pre_activation(n, "final", x), "AVE"), 10, filler("msra"))
 
 
+def seresnet_fm(n: Any, data: Any) -> Any:
+    """resnet_fm with squeeze-and-excitation (reduction 4) on each block's branch."""
+    return resnet_fm(n, data, se=True)
+
+
 NETS: dict[str, Callable[[Any, Any], Any]] = {
     "resnet_fm": resnet_fm,
+    "seresnet_fm": seresnet_fm,
     "mobilenet_fm": mobilenet_fm,
     "squeezenet_fm": squeezenet_fm,
     "densenet_fm": densenet_fm,
 }
-TITLES = {"resnet_fm": "ResNet-8 (Fashion-MNIST)", "mobilenet_fm": "MobileNet v2-style (Fashion-MNIST)",
+TITLES = {"resnet_fm": "ResNet-8 (Fashion-MNIST)", "seresnet_fm": "SE-ResNet-8 (Fashion-MNIST)",
+          "mobilenet_fm": "MobileNet v2-style (Fashion-MNIST)",
           "squeezenet_fm": "SqueezeNet-style (Fashion-MNIST)",
           "densenet_fm": "DenseNet-style (Fashion-MNIST)"}  # fmt: skip
 

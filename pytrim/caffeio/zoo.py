@@ -25,7 +25,7 @@ weight filler (and a constant bias filler), so a net built from either file has 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -190,8 +190,10 @@ def resnet50(n: Any, data: Any, train: bool) -> Any:
     return fc(n, "fc1000", x, 1000, filler("msra"))
 
 
-def bottleneck(n: Any, block: str, x: Any, width: int, stride: int, project: bool, train: bool) -> Any:
-    """One ResNet bottleneck res{block}: branch2a/2b/2c (+ branch1 projection), Eltwise SUM, ReLU."""
+def bottleneck(n: Any, block: str, x: Any, width: int, stride: int, project: bool, train: bool,
+               se: bool = False) -> Any:  # fmt: skip
+    """One ResNet bottleneck res{block}: branch2a/2b/2c (+ branch1 projection), with `se` an
+    excitation res{block}_se on the branch (se_unit), Eltwise SUM, ReLU."""
 
     def unit(branch: str, bottom: Any, num_output: int, kernel: int, stride: int = 1) -> Any:
         name = f"res{block}_{branch}"
@@ -202,6 +204,8 @@ def bottleneck(n: Any, block: str, x: Any, width: int, stride: int, project: boo
     y = relu(n, f"res{block}_branch2a_relu", unit("branch2a", x, width, 1, stride))
     y = relu(n, f"res{block}_branch2b_relu", unit("branch2b", y, width, 3))
     y = unit("branch2c", y, 4 * width, 1)
+    if se:
+        y = se_unit(n, f"res{block}_se", y, 4 * width)
     n[f"res{block}"] = L.Eltwise(shortcut, y)
     return relu(n, f"res{block}_relu", n[f"res{block}"])
 
@@ -408,6 +412,150 @@ def vgg16(n: Any, data: Any, train: bool) -> Any:
 # --- inputs, heads and files --------------------------------------------------------------------
 
 
+# --- nets of pytrim's own (no published Caffe file): the families the channel graph joins ------
+
+
+def se_unit(n: Any, name: str, x: Any, width: int, reduction: int = 16) -> Any:
+    """Squeeze-and-excitation of `x` as BVLC Caffe can write it: global pooling, 1x1 {name}_down
+    (width / reduction) + ReLU, 1x1 {name}_up + Sigmoid {name}_prob, Reshape to (N, C) and a
+    Scale with two bottoms (axis 0) multiplying channel by channel (SENet's own files use a
+    custom Axpy layer instead)."""
+    y = pool(n, f"{name}_pool", x, "AVE")
+    y = relu(n, f"{name}_down_relu", conv(n, f"{name}_down", y, max(1, width // reduction), 1))
+    n[f"{name}_prob"] = L.Sigmoid(conv(n, f"{name}_up", y, width, 1))
+    n[f"{name}_shape"] = L.Reshape(n[f"{name}_prob"], reshape_param={"shape": {"dim": [0, -1]}})
+    n[f"{name}_scale"] = L.Scale(x, n[f"{name}_shape"], scale_param={"axis": 0})
+    return n[f"{name}_scale"]
+
+
+def se_resnet50(n: Any, data: Any, train: bool) -> Any:
+    """SE-ResNet-50 (Hu et al. 2018): ResNet-50's bottlenecks (as resnet50) with an excitation
+    (se_unit, reduction 16) on each residual branch before the sum; global pooling."""
+    x = conv(n, "conv1", data, 64, 7, stride=2, pad=3)
+    x = relu(n, "conv1_relu", bn_scale(n, "bn_conv1", "scale_conv1", x, train))
+    x = pool(n, "pool1", x, "MAX", 3, 2)
+    for stage, width, blocks, stride in ((2, 64, 3, 1), (3, 128, 4, 2), (4, 256, 6, 2), (5, 512, 3, 2)):
+        for i in range(blocks):
+            x = bottleneck(n, f"{stage}{'abcdef'[i]}", x, width, stride if i == 0 else 1, i == 0, train, se=True)
+    return fc(n, "fc1000", pool(n, "pool5", x, "AVE"), 1000, filler("msra"))
+
+
+def bn_relu(n: Any, name: str, x: Any, train: bool) -> Any:
+    """BatchNorm {name}_bn (top of its own: pre-activation), Scale and ReLU in place."""
+    return relu(n, f"{name}_relu", bn_scale(n, f"{name}_bn", f"{name}_scale", x, train, in_place=False))
+
+
+# DPN stages: output (residual) width, bottleneck width, dense increment, blocks, stride.
+DPN = ((256, 96, 16, 3, 1), (512, 192, 32, 4, 2), (1024, 384, 24, 6, 2), (2048, 768, 128, 3, 2))
+
+
+def dpn_block(n: Any, p: str, x: Any, paths: tuple[Any, Any], widths: tuple[int, int, int], stride: int,
+              train: bool) -> tuple[Any, Any, Any]:  # fmt: skip
+    """One dual-path block {p}: 1x1 / 3x3 grouped (32) / 1x1 sliced into a residual part (added
+    to the residual path) and a new dense part (concatenated to the dense path)."""
+    (res, dense), (out, mid, inc) = paths, widths
+    y = bn_relu(n, f"{p}_a", x, train)
+    y = bn_relu(n, f"{p}_b", conv(n, f"{p}_a", y, mid, 1, bias=None), train)
+    y = bn_relu(n, f"{p}_c", conv(n, f"{p}_b", y, mid, 3, stride, 1, group=32, bias=None), train)
+    c = conv(n, f"{p}_c", y, out + inc, 1, bias=None)
+    n[f"{p}_res"], n[f"{p}_new"] = L.Slice(c, ntop=2, slice_param={"axis": 1, "slice_point": [out]})
+    n[f"{p}_sum"] = L.Eltwise(res, n[f"{p}_res"])
+    n[f"{p}_dense"] = L.Concat(dense, n[f"{p}_new"])
+    n[f"{p}_out"] = L.Concat(n[f"{p}_sum"], n[f"{p}_dense"])
+    return n[f"{p}_sum"], n[f"{p}_dense"], n[f"{p}_out"]
+
+
+def dpn(n: Any, data: Any, train: bool) -> Any:
+    """A dual-path net after DPN-68 (Chen et al. 2017; wider, fewer blocks in the third stage):
+    pre-activation blocks (dpn_block); each stage opens with a 1x1 projection sliced into its
+    residual and dense paths."""
+    x = relu(n, "conv1_relu", bn_scale(n, "conv1_bn", "conv1_scale", conv(n, "conv1", data, 64, 3, 2, 1), train))
+    x = pool(n, "pool1", x, "MAX", 3, 2, 1)
+    for stage, (out, mid, inc, blocks, stride) in enumerate(DPN, 2):
+        p = f"dpn{stage}_"
+        proj = conv(n, p + "proj", bn_relu(n, p + "proj", x, train), out + 2 * inc, 1, stride, bias=None)
+        n[p + "res0"], n[p + "dense0"] = L.Slice(proj, ntop=2, slice_param={"axis": 1, "slice_point": [out]})
+        res, dense = n[p + "res0"], n[p + "dense0"]
+        for i in range(1, blocks + 1):
+            res, dense, x = dpn_block(n, f"{p}{i}", x, (res, dense), (out, mid, inc), stride if i == 1 else 1, train)
+    x = pool(n, "pool5", bn_relu(n, "final", x, train), "AVE")
+    return fc(n, "fc", x, 1000, filler("msra"))
+
+
+def rconv(n: Any, name: str, x: Any, width: int, kernel: tuple[int, int], train: bool, stride: int = 1,
+          pad: bool = True) -> Any:  # fmt: skip
+    """An Inception-ResNet convolution (kernel h x w, no bias) with BatchNorm, Scale and ReLU in place."""
+    kw: dict[str, Any] = {"kernel_h": kernel[0], "kernel_w": kernel[1], "bias_term": False}
+    if pad:
+        kw.update(pad_h=kernel[0] // 2, pad_w=kernel[1] // 2)
+    if stride != 1:
+        kw["stride"] = stride
+    n[name] = L.Convolution(x, num_output=width, weight_filler=filler("msra"), param=[WEIGHT], **kw)
+    return relu(n, f"{name}_relu", bn_scale(n, f"{name}_bn", f"{name}_scale", n[name], train))
+
+
+# Inception-ResNet residual blocks: the branches' chains of (width, kernel), the residual scale.
+RESIDUAL = {
+    "a": ([[(32, (1, 1))], [(32, (1, 1)), (32, (3, 3))], [(32, (1, 1)), (48, (3, 3)), (64, (3, 3))]], 0.17),
+    "b": ([[(192, (1, 1))], [(128, (1, 1)), (160, (1, 7)), (192, (7, 1))]], 0.1),
+    "c": ([[(192, (1, 1))], [(192, (1, 1)), (224, (1, 3)), (256, (3, 1))]], 0.2),
+}
+# Reductions: chains (the last convolution strided) beside a 2x2 max pooling (Caffe rounds a
+# pooling's size up and a convolution's down: a 3x3 stride 2 pad 1 convolution and a 2x2 stride 2
+# pooling give the same size at any input).
+REDUCTION = {
+    "stem": [[(192, (3, 3))]],
+    "a": [[(384, (3, 3))], [(256, (1, 1)), (256, (3, 3)), (384, (3, 3))]],
+    "b": [
+        [(256, (1, 1)), (384, (3, 3))],
+        [(256, (1, 1)), (288, (3, 3))],
+        [(256, (1, 1)), (288, (3, 3)), (320, (3, 3))],
+    ],
+}
+
+
+def branches(n: Any, p: str, x: Any, chains: list, train: bool, reduce: bool = False) -> list[Any]:
+    """Each chain of convolutions {p}b{i}_{j} from x (with `reduce` the last one strided)."""
+    tops = []
+    for b, chain in enumerate(chains):
+        y = x
+        for j, (width, kernel) in enumerate(chain):
+            last = reduce and j == len(chain) - 1
+            y = rconv(n, f"{p}b{b}_{j}", y, width, kernel, train, stride=2 if last else 1)
+        tops.append(y)
+    return tops
+
+
+def residual_block(n: Any, p: str, x: Any, width: int, stage: str, train: bool) -> Any:
+    """Concatenated branches, a linear 1x1 {p}up back to `width`, scaled (Power), added to x."""
+    chains, scale = RESIDUAL[stage]
+    n[p + "concat"] = L.Concat(*branches(n, p, x, chains, train))
+    n[p + "scaled"] = L.Power(conv(n, p + "up", n[p + "concat"], width, 1), power_param={"scale": scale})
+    n[p + "sum"] = L.Eltwise(x, n[p + "scaled"])
+    return relu(n, p + "relu", n[p + "sum"])
+
+
+def inception_resnet(n: Any, data: Any, train: bool) -> Any:
+    """An Inception-ResNet-v2-like net (Szegedy et al. 2017; fewer blocks): a stem ending in a
+    Concat of a strided convolution and a max pooling; residual blocks (residual_block) whose
+    input is such a Concat; reductions concatenating convolutions and a max pooling."""
+    x = rconv(n, "stem1", data, 32, (3, 3), train, stride=2, pad=False)
+    x = rconv(n, "stem2", x, 32, (3, 3), train, pad=False)
+    x = rconv(n, "stem3", x, 64, (3, 3), train)
+    x = rconv(n, "stem4", pool(n, "stem_pool", x, "MAX", 3, 2), 80, (1, 1), train)
+    x, width = rconv(n, "stem5", x, 192, (3, 3), train, pad=False), 192
+    for stage, blocks in (("stem", 0), ("a", 3), ("b", 4), ("c", 2)):
+        for i in range(blocks):
+            x = residual_block(n, f"block_{stage}{i + 1}_", x, width, stage, train)
+        if stage in REDUCTION:
+            p = f"reduction_{stage}_"
+            tops = branches(n, p, x, REDUCTION[stage], train, reduce=True)
+            n[p + "concat"] = L.Concat(*tops, pool(n, p + "pool", x, "MAX", 2, 2))
+            x, width = n[p + "concat"], width + sum(chain[-1][0] for chain in REDUCTION[stage])
+    x = dropout(n, "drop", pool(n, "pool", x, "AVE"), 0.2)
+    return fc(n, "classifier", x, 1000, filler("msra"))
+
+
 @dataclass(frozen=True)
 class Inputs:
     """What a net's data layers give it, as its published definition has it."""
@@ -456,6 +604,9 @@ INPUTS: dict[str, Inputs] = {
         dataset="cifar10",
     ),
     "vgg16": Inputs("VGG_ILSVRC_16_layers", "model-zoo gist 211839e770f7b538e2d8 (as prototxt/vgg16)", 224, 32),
+    "se_resnet50": Inputs("SE-ResNet-50", "pytrim's own (SENet's blocks with BVLC Caffe's Scale)", 224, 32),
+    "dpn": Inputs("DPN", "pytrim's own (after DPN-68)", 224, 32),
+    "inception_resnet": Inputs("Inception-ResNet", "pytrim's own (after Inception-ResNet-v2)", 224, 32),
 }
 
 # name -> builder(NetSpec, data top, train, **options) -> class-score top.
@@ -469,6 +620,9 @@ NETS: dict[str, Callable[..., Any]] = {
     "caffenet": caffenet,
     "cifar10_full": cifar10_full,
     "vgg16": vgg16,
+    "se_resnet50": se_resnet50,
+    "dpn": dpn,
+    "inception_resnet": inception_resnet,
 }
 
 # Learnable parameters of each net (Convolution/InnerProduct weights and biases, Scale gamma/beta;
@@ -489,6 +643,11 @@ published_params: dict[str, int] = {
     "caffenet": 60_965_224,  # bvlc_reference_caffenet: the same layers as AlexNet, reordered
     "cifar10_full": 89_578,  # conv1 2,432 + conv2 25,632 + conv3 51,264 + ip1 10,250
     "vgg16": 138_357_544,  # VGG-16 as published (and as tests/test_vgg16.py's paper table)
+    # pytrim's own nets: counted from their definitions. SE-ResNet-50: 28,088,024 as usually quoted
+    # (Hu et al.'s 28.1M) + 64: conv1 has a bias, as resnet50's.
+    "se_resnet50": 28_088_088,
+    "dpn": 22_976_792,
+    "inception_resnet": 18_760_264,
 }
 
 
@@ -519,12 +678,14 @@ def build(
     test_source: str | None = None,
     test_batch: int = 50,
     train_batch: int | None = None,
+    size: int | None = None,
     **options: Any,
 ) -> Any:
     """The NetParameter of net `name`: kind "deploy" (Input "data" [batch, 3, H, W], Softmax "prob")
-    or "train_val" (TRAIN/TEST Data layers "data" reading train_source/test_source, default
-    data/<dataset>/{train,val}_lmdb; train_batch default: the published one; SoftmaxWithLoss "loss",
-    TEST Accuracy "accuracy" and "accuracy_top5"). options go to the net's builder (googlenet: aux)."""
+        or "train_val" (TRAIN/TEST Data layers "data" reading train_source/test_source, default
+        data/<dataset>/{train,val}_lmdb; train_batch default: the published one; SoftmaxWithLoss "loss",
+        TEST Accuracy "accuracy" and "accuracy_top5"). `size`: another input side than the published
+    one (the input, or the crop). options go to the net's builder (googlenet: aux)."""
     if name not in NETS:
         raise BadInput(f"unknown net {name!r}: one of {', '.join(NETS)}")
     if kind not in KINDS:
@@ -532,6 +693,10 @@ def build(
     if min(batch, test_batch, train_batch or 1) < 1:
         raise BadInput("batch sizes must be at least 1")
     info, train = INPUTS[name], kind == "train_val"
+    if size is not None:
+        if size < 1:
+            raise BadInput(f"input size {size}: at least 1")
+        info = replace(info, size=size)
     train_source = train_source or f"data/{info.dataset}/train_lmdb"
     if train:
         n = data_layer(info, "TRAIN", train_source, train_batch or info.train_batch)

@@ -67,7 +67,7 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
     chosen = []
     for name, rule in rules(args, layers).items():
         found = stats.find(name)
-        selection = choose(name, found.apoz, rule, found.blocks)
+        selection = choose(name, found.apoz, rule, found.blocks, found.parts)
         print(f"{name}: keep {len(selection.keep)} of {selection.width}, remove {len(selection.remove)}")
         chosen.append(selection.to_json())
     write_json(args.out, {"weights_sha256": stats.weights_sha256, "layers": chosen})

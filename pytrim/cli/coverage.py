@@ -1,5 +1,7 @@
 """Benchmark: which Convolution/InnerProduct layers of the public model-zoo nets pytrim can
-trim, each net end to end on random weights (python -m pytrim synthetic) at full size.
+trim, each net end to end on random weights (python -m pytrim synthetic) at full size; the
+nets of pytrim's own that the channel graph joins (JOINED: squeeze-and-excitation, dual paths,
+Concats added to residual sums) also at a small input (name@32).
 
 For each net the generator's deploy prototxt (pytrim/caffeio/zoo.py) goes through collect,
 choose (a fraction of every trimmable group), cut, verify and two solver iterations, with
@@ -23,7 +25,10 @@ from pytrim.core.files import write_json
 from pytrim.experiments.synthetic import Options, run, summary
 
 OUTPUTS = {"out": "folder"}
-NETS = ("resnet50", "googlenet", "squeezenet11", "mobilenet", "mobilenet_v2", "vgg16", "alexnet", "caffenet")
+JOINED = ("se_resnet50", "dpn", "inception_resnet")  # pytrim's own: excitations, dual paths, Concats joined to sums
+SMALL = 32  # the side of the small-input copies (name@32): spatial 1x1 in the last stages
+NETS = ("resnet50", "googlenet", "squeezenet11", "mobilenet", "mobilenet_v2", "vgg16", "alexnet", "caffenet",
+        *JOINED, *(f"{name}@{SMALL}" for name in JOINED))  # fmt: skip
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -39,8 +44,9 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
         raise BadInput(f"--fraction {args.fraction}: a fraction in (0, 1)")
     results = {}
     for name in chosen:
-        folder = args.out / name
-        (deploy,) = write(name, folder / "prototxt", ["deploy"])
+        folder = args.out / name.replace("@", "-")
+        net, _, side = name.partition("@")
+        (deploy,) = write(net, folder / "prototxt", ["deploy"], size=int(side) if side else None)
         print(f"{name}: synthetic run in {folder}", flush=True)
         opts = Options(args.fraction, images=4, batch=2, allow_inexact=True, repeats=args.repeats)
         entry = results[name] = summary(run(deploy, folder, opts, log=lambda _: None)) | {"machine": pinned_machine()}

@@ -1,6 +1,6 @@
 """Write a public model-zoo net as prototxt, generated with pycaffe's NetSpec
 (pytrim/caffeio/zoo.py), or one of pytrim's Fashion-MNIST benchmark nets
-(pytrim/caffeio/benchnets.py: resnet_fm, mobilenet_fm, squeezenet_fm).
+(pytrim/caffeio/benchnets.py: resnet_fm, seresnet_fm, mobilenet_fm, squeezenet_fm, densenet_fm).
 
 The zoo nets keep their published layer names, blob names and shapes, so that pytrim can be
 tried on them with filler weights (or on the published caffemodels).

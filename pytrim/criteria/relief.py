@@ -31,7 +31,7 @@ from pytrim.caffeio.proto import layers_in_phase, read_net, with_test_data
 from pytrim.core.errors import BadInput, UnsupportedTopology
 from pytrim.feeds.source import batches, data_source
 from pytrim.graph.build import net_graph
-from pytrim.graph.queries import consumers, group_of, trimmable
+from pytrim.graph.queries import consumers, group_of, read_by, rows_of, trimmable
 from pytrim.retrain.masked import Masks, apply_masks
 
 
@@ -168,18 +168,18 @@ def orphans(graph: Any, net_param: Any, masks: Masks) -> Masks:
     for group in sorted(trimmable(graph).values(), key=lambda g: order.index(g.name), reverse=True):
         outgoing = np.zeros(group.width, dtype=bool)
         for use in consumers(graph, group):
-            if len(use.layout.segments) != 1:
-                outgoing[:] = True  # a concatenation: not followed here
+            if use.groups > 1:
+                outgoing[:] = True  # a grouped convolution: not followed here
                 continue
-            read = np.moveaxis(masks[use.layer], use.params[0][1], 1)
-            outgoing |= read.reshape(read.shape[0], group.width, -1).any(axis=(0, 2))
+            outgoing |= read_by(graph, use, group, np.moveaxis(masks[use.layer], use.params[0][1], 1))
         for producer in group.producers:
             axis = next(u.params[0][1] for u in graph.uses if u.layer == producer and u.kind == "producer")
+            gone = ~outgoing[rows_of(graph, producer)]
             index = [slice(None)] * masks[producer].ndim
-            index[axis] = ~outgoing
+            index[axis] = gone
             masks[producer][tuple(index)] = False
             if f"{producer}#1" in masks:
-                masks[f"{producer}#1"][~outgoing] = False
+                masks[f"{producer}#1"][gone] = False
     return masks
 
 

@@ -49,7 +49,7 @@ def cut_case(deploy: Path, weights: Path, fraction: float, round_to: int, folder
     _, graph = net_graph(deploy, allow_inexact=True)
     rng = np.random.default_rng(0)
     selections = {name: choose(name, rng.random(group.width), Rule("ratio", ratio=fraction, round_to=round_to),
-                               group.blocks) for name, group in trimmable(graph).items()}  # fmt: skip
+                               group.blocks, group.parts) for name, group in trimmable(graph).items()}  # fmt: skip
     net, trimmed = folder / "deploy.prototxt", folder / "trimmed.caffemodel"
     cut([deploy], weights, selections, [net], trimmed, allow_inexact=True)
     return net, trimmed

@@ -24,7 +24,7 @@ from pytrim.criteria.relief import relief_round
 from pytrim.criteria.scores import CONNECTION, UNIT, magnitude_mask, unit_scores
 from pytrim.experiments.sweep_tasks import Data, NetFiles, Settings, Task, Work, prepare
 from pytrim.graph.build import net_graph
-from pytrim.graph.queries import consumers, trimmable
+from pytrim.graph.queries import consumers, read_by, rows_of, trimmable
 from pytrim.retrain.masked import masked_weights, train_masked
 from pytrim.stats.cost import size
 from pytrim.stats.layer_data import collect_layer_data
@@ -44,10 +44,11 @@ def retrain(work: Work, net: Path, weights: Path, masks: dict, iterations: int, 
 def unit_prune(work: Work) -> tuple[Path, Path, dict, bool | None]:
     """One-shot: the point's fraction of every trimmable group's channels, cut and verified."""
     t = work.task
-    groups = list(trimmable(net_graph(work.net)[1]))
+    found = trimmable(net_graph(work.net)[1])
+    groups = list(found)
     stats = collect_layer_data(work.net, work.files.weights, groups, taylor=t.criterion == "taylor")
-    selections = {g: choose(g, unit_scores(t.criterion, stats[g], t.seed), Rule("ratio", ratio=t.point))
-                  for g in groups}  # fmt: skip
+    selections = {g: choose(g, unit_scores(t.criterion, stats[g], t.seed), Rule("ratio", ratio=t.point),
+                            found[g].blocks, found[g].parts) for g in groups}  # fmt: skip
     net, weights = work.folder / "pruned.prototxt", work.folder / "pruned.caffemodel"
     cut([work.net], work.files.weights, selections, [net], weights)
     require_verified(verify(work.net, work.files.weights, net, weights, selections, work.settings.verify_tol), t)
@@ -95,12 +96,12 @@ def emptied(graph: Any, model: Caffemodel, masks: dict[str, np.ndarray], group: 
     alive = np.zeros(group.width, dtype=bool)
     for producer in group.producers:
         axis = next(u.params[0][1] for u in graph.uses if u.layer == producer and u.kind == "producer")
-        rows = np.moveaxis(model.arrays(producer)[0], axis, 0).reshape(group.width, -1)
-        bias = model.arrays(producer)[1] if len(model.layers[producer].blobs) > 1 else np.zeros(group.width)
-        alive |= (rows != 0).any(axis=1) | (bias.reshape(-1) != 0)
+        rows = np.moveaxis(model.arrays(producer)[0], axis, 0)
+        rows = rows.reshape(rows.shape[0], -1)
+        bias = model.arrays(producer)[1] if len(model.layers[producer].blobs) > 1 else np.zeros(rows.shape[0])
+        alive[rows_of(graph, producer)] |= (rows != 0).any(axis=1) | (bias.reshape(-1) != 0)
     for use in consumers(graph, group):
-        read = np.moveaxis(masks[use.layer], use.params[0][1], 1)
-        alive &= read.reshape(read.shape[0], group.width, -1).any(axis=(0, 2))
+        alive &= read_by(graph, use, group, np.moveaxis(masks[use.layer], use.params[0][1], 1))
     return ~alive
 
 

@@ -4,8 +4,11 @@ fix what reaches the net's outputs, and find where each group's activations are 
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from pytrim.caffeio.netcheck import probe
 from pytrim.caffeio.proto import layers_in_phase, read_net
@@ -40,17 +43,44 @@ def _tie_shared(g: Graph) -> None:
 
 def _measure_points(g: Graph) -> None:
     """Where each group's activations are counted: the ReLU outputs carrying its channels, or,
-    where it meets no ReLU, its producers' outputs (outputs <= 0 counted there)."""
+    for the channels that meet no ReLU, their producers' outputs (outputs <= 0 counted there)."""
+    seen = {group.id: np.zeros(group.width, dtype=bool) for group in g.groups()}
     for blob, layout, _ in g.relu_points:
         offset = 0
         for s in layout.segments:
             g.group(s.group).measure.append((blob, offset, s.start, s.length, True))
+            seen[g.root(s.group)][s.start : s.start + s.length] = True
             offset += s.length
     for use in g.uses:
-        if use.kind == "producer":
-            group = g.group(use.layout.segments[0].group)
-            if sum(point[3] for point in group.measure if point[4]) < group.width:
-                group.measure.append((g.tops[use.layer], 0, 0, group.width, False))
+        if use.kind != "producer":
+            continue
+        offset = 0
+        for s in use.layout.segments:
+            if not seen[g.root(s.group)][s.start : s.start + s.length].all():
+                g.group(s.group).measure.append((g.tops[use.layer], offset, s.start, s.length, False))
+            offset += s.length
+
+
+def _parts(g: Graph) -> None:
+    """The channels of each producer, depthwise convolution and Slice top that cover part of
+    a group only (a joined group): cutting must leave each of them at least one."""
+    for use in g.uses:
+        if use.kind not in ("producer", "depthwise", "slice"):
+            continue
+        starts = np.cumsum([0, *use.points]).tolist() if use.kind == "slice" else [0, use.layout.width]
+        roots, index = g.channels(use.layout)
+        for a, b in itertools.pairwise(starts):
+            for root in dict.fromkeys(roots[a:b].tolist()):
+                part = index[a:b][roots[a:b] == root]
+                group = g.info[root]
+                if part.size < group.width and not any(np.array_equal(part, p) for _, p in group.parts):
+                    group.parts.append((use.layer, part))
+
+
+def _resolve_all(g: Graph) -> None:
+    """Every layout onto root groups (pytrim.graph.model: joined groups are aliases)."""
+    for layout in [*g.layouts.values(), *(u.layout for u in g.uses), *(r[1] for r in g.relu_points)]:
+        g.resolve(layout)
 
 
 def build_graph(net: Any, shapes: dict[str, list[int]], phase: str = "TEST", allow_inexact: bool = False) -> Graph:
@@ -65,10 +95,12 @@ def build_graph(net: Any, shapes: dict[str, list[int]], phase: str = "TEST", all
         if blob not in g.read:
             g.fix(layout, f"blob {blob!r} is an output of the net")
     _tie_shared(g)
+    _resolve_all(g)
     for group in g.groups():
         if group.blocks > 1 and group.width % group.blocks:
             group.fixed.append(f"{group.width} channels cannot be split into {group.blocks} equal blocks")
     _measure_points(g)
+    _parts(g)
     return g
 
 

@@ -80,8 +80,9 @@ def producer(g: Graph, layer: Any) -> None:
 
 
 def _whole(g: Graph, layout: Layout) -> bool:
-    """One segment covering a whole group."""
-    return len(layout.segments) == 1 and layout.segments[0].length == g.group(layout.segments[0].group).width
+    """One segment covering a whole group, in order."""
+    segments = g.resolve(layout).segments
+    return len(segments) == 1 and segments[0].start == 0 and segments[0].length == g.group(segments[0].group).width
 
 
 def _has_bias(spec: Any) -> bool:
@@ -106,12 +107,42 @@ def member(params: Callable[[Any], list[int]]) -> Callable[[Graph, Any], None]:
 
 
 def scale(g: Graph, layer: Any) -> None:
-    """Scale (gamma, and beta with bias_term) and Bias: per channel when they act on axis 1 alone."""
+    """Scale (gamma, and beta with bias_term) and Bias: per channel when they act on axis 1
+    alone, a scalar with num_axes 0; with a second bottom, `excite`."""
     spec = layer.scale_param if layer.type == "Scale" else layer.bias_param
+    if len(layer.bottom) == 2 and len(layer.top) == 1:
+        return excite(g, layer)
+    if len(layer.bottom) == 1 and spec.num_axes == 0:
+        return passthrough(g, layer)
     if len(layer.bottom) != 1 or spec.axis != 1 or spec.num_axes != 1:
-        return unknown(g, layer, "with a second bottom or on other axes")
+        return unknown(g, layer, "on other axes than the channels")
     bias = layer.type == "Scale" and layer.scale_param.bias_term
     return member(lambda _: [0, 1] if bias else [0])(g, layer)
+
+
+def excite(g: Graph, layer: Any) -> None:
+    """Scale or Bias by a second bottom (squeeze-and-excitation): its axes are the first
+    bottom's from `axis` on (Caffe's rule; num_axes is ignored). With axis 0 and two or more
+    axes its axis 1 is the channel axis: channel c of it scales channel c, and its channels
+    are joined to the first bottom's. When its axes miss the channel axis it scales every
+    channel alike and the channels pass. With axis 1 its channels lie on its axis 0, which
+    pytrim does not follow."""
+    spec = layer.scale_param if layer.type == "Scale" else layer.bias_param
+    first, second = layer.bottom
+    rank, axes = len(g.shapes.get(first, [])), len(g.shapes.get(second, []))
+    axis = spec.axis % rank if axes and rank else 0
+    bias = layer.type == "Scale" and spec.bias_term  # a learnt bias shaped like the second bottom
+    if not axis <= 1 < axis + axes:
+        g.fix(g.layout(second), f"{layer.type} {layer.name!r} applies it along other axes than the channels")
+        return g.set(layer.top[0], g.layout(first))
+    if axis == 1:
+        return unknown(g, layer, "whose second bottom holds the channels on its axis 0")
+    layout = g.unify([g.layout(first), g.layout(second)], f"{layer.type} {layer.name!r}")
+    if bias:
+        g.uses.append(Use(layer.name, layer.type, "member", layout, [(0, 1)]))
+        for s in layout.segments:
+            g.group(s.group).members.append(layer.name)
+    return g.set(layer.top[0], layout)
 
 
 def prelu(g: Graph, layer: Any) -> None:
@@ -188,13 +219,22 @@ def slice_(g: Graph, layer: Any) -> None:
 
 
 def flatten(g: Graph, layer: Any) -> None:
-    """Flatten (or a Reshape to (N, C*H*W)): channels stay, each spanning H*W elements."""
+    """Flatten or Reshape keeping the batch axis: the channels stay where the channel axis
+    stays and only the axes after it change (trailing 1-dimensions dropped or added, H and W
+    merged); to (N, C*H*W) each channel spans H*W elements, and back to (N, C, H, W) again."""
     layout, bottom, top = g.layout(layer.bottom[0]), layer.bottom[0], layer.top[0]
     in_shape, out_shape = g.shapes.get(bottom, []), g.shapes.get(top, [])
     if out_shape == in_shape:
         return g.set(top, layout)
-    if len(out_shape) == 2 and len(in_shape) >= 2 and out_shape[1] == math.prod(in_shape[1:]):
-        return g.set(top, Layout(layout.segments, layout.spatial * math.prod(in_shape[2:])))
+    if len(out_shape) < 2 or len(in_shape) < 2 or out_shape[0] != in_shape[0]:
+        return unknown(g, layer, f"to shape {tuple(out_shape)}")
+    rest_in, rest_out = math.prod(in_shape[2:]), math.prod(out_shape[2:])
+    if out_shape[1] == in_shape[1] and rest_in == rest_out:
+        return g.set(top, layout)
+    if len(out_shape) == 2 and out_shape[1] == in_shape[1] * rest_in:
+        return g.set(top, Layout(layout.segments, layout.spatial * rest_in))
+    if len(in_shape) == 2 and out_shape[1] == layout.width and rest_out == layout.spatial:
+        return g.set(top, Layout(layout.segments))
     return unknown(g, layer, f"to shape {tuple(out_shape)}")
 
 

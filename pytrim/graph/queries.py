@@ -57,6 +57,23 @@ def consumers(graph: Graph, group: Group) -> list[Use]:
     ]
 
 
+def rows_of(graph: Graph, layer: str) -> np.ndarray:
+    """The group channels a producer's output rows are, row by row (all of them but for a
+    producer joined to part of a group: pytrim.graph.model)."""
+    use = next(u for u in graph.uses if u.layer == layer and u.kind == "producer")
+    return graph.channels(use.layout)[1]
+
+
+def read_by(graph: Graph, use: Use, group: Group, used: np.ndarray) -> np.ndarray:
+    """Which channels of `group` a consumer reads, from `used` (its weights' mask or values,
+    input axis moved to 1): a channel is read when any weight reading it is non-zero."""
+    roots, index = graph.channels(use.layout)
+    per = used.reshape(used.shape[0], use.layout.width, -1).any(axis=(0, 2))
+    read = np.zeros(group.width, dtype=bool)
+    read[index[roots == group.id]] = per[roots == group.id]
+    return read
+
+
 def positions(graph: Graph, layout: Layout, kept: dict[int, np.ndarray]) -> np.ndarray | None:
     """Kept positions along a blob's channel axis, or None when no group of it is cut."""
     if not any(graph.root(s.group) in kept for s in layout.segments):

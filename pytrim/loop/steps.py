@@ -30,6 +30,7 @@ from pytrim.loop.evaluation import measure
 from pytrim.loop.run import Iteration, Nets, Run
 from pytrim.loop.schedule import AUTO
 from pytrim.retrain.solver import init_weights, train
+from pytrim.stats.collect import LayerStats
 from pytrim.stats.statsfile import load_stats
 from pytrim.surgery.choose import Rule, choose, load_selection
 from pytrim.surgery.cut import cut
@@ -241,10 +242,10 @@ def rule_of(it: Iteration, name: str) -> Rule:
     return Rule("count", count=count, round_to=it.plan.round_to, min_keep=it.plan.min_keep.get(name, 1))
 
 
-def chosen_of(it: Iteration, name: str, scores: np.ndarray, blocks: int) -> dict[str, Any]:
-    found = choose(name, scores, rule_of(it, name), blocks)
+def chosen_of(it: Iteration, name: str, scores: np.ndarray, group: LayerStats) -> dict[str, Any]:
+    found = choose(name, scores, rule_of(it, name), group.blocks, group.parts)
     if it.shrink and it.shrink["kind"] == "halved" and found.keep.size == found.width:  # rounding took it all back
-        found = choose(name, scores, replace(rule_of(it, name), round_to=1), blocks)
+        found = choose(name, scores, replace(rule_of(it, name), round_to=1), group.blocks, group.parts)
     return found.to_json()
 
 
@@ -255,7 +256,7 @@ def select_step(run: Run, it: Iteration, collected: dict[str, Any], chain: list[
 
     def select() -> dict[str, Any]:
         scored, stats = scores(run, it, list(candidates)), load_stats(it.stats)
-        chosen = {name: chosen_of(it, name, scored[name], stats.find(name).blocks) for name in candidates}
+        chosen = {name: chosen_of(it, name, scored[name], stats.find(name)) for name in candidates}
         sizes = {name: {"width": c["width"], "kept": c["kept"]} for name, c in chosen.items()}
         plan = auto.split(candidates, sizes)
         entries = [chosen[name] for name in plan["trimmed"]] if it.plan.layers == AUTO else list(chosen.values())

@@ -61,6 +61,7 @@ class LayerStats:
     points: list[Point]
     members: list[str] = field(default_factory=list)
     blocks: int = 1  # a grouped convolution needs the same number cut from each of these blocks
+    parts: list[tuple[str, np.ndarray]] = field(default_factory=list)  # each keeps one (pytrim.graph.model.Group)
 
     @property
     def relu(self) -> bool:
@@ -279,7 +280,7 @@ def assemble(plan: dict[str, list[Point]], groups: dict[str, Group], counts: Cou
             p.positions = counts.positions[p.blob]
         group = groups[name]
         members = group.producers + group.members
-        stats[name] = LayerStats(name, group.width, counts.images, points, members, group.blocks)
+        stats[name] = LayerStats(name, group.width, counts.images, points, members, group.blocks, group.parts)
     return stats
 
 

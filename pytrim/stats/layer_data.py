@@ -108,7 +108,8 @@ def producer_l1(net: Any, graph: Graph, group: Group) -> np.ndarray:
         if use.kind == "producer" and graph.root(use.layout.segments[0].group) == group.id:
             weights = net.params[use.layer][0].data
             axis = use.params[0][1]
-            total += np.abs(np.moveaxis(weights, axis, 0).reshape(group.width, -1)).sum(axis=1)
+            rows = np.moveaxis(weights, axis, 0)
+            total[graph.channels(use.layout)[1]] += np.abs(rows.reshape(rows.shape[0], -1)).sum(axis=1)
     return total
 
 

@@ -29,6 +29,9 @@ def save_stats(stats: Stats, path: str | Path) -> Path:
             group["apoz"] = layer.apoz
             group.attrs.update(name=layer.layer, width=layer.width, N=layer.images, mean=layer.mean, std=layer.std)
             group.attrs.update(relu=layer.relu, members=layer.members, blocks=layer.blocks)
+            for i, (owner, part) in enumerate(layer.parts):
+                group[f"parts/{i}"] = part
+                group[f"parts/{i}"].attrs["layer"] = owner
             for i, p in enumerate(layer.points):
                 point = group.create_group(f"points/{i}")
                 point["zeros"] = p.zeros
@@ -54,7 +57,9 @@ def _read_stats(handle: Any) -> Stats:
         name = str(g.attrs["name"])
         members = [str(m) for m in g.attrs["members"]]
         blocks = int(g.attrs["blocks"])
-        layers[name] = LayerStats(name, int(g.attrs["width"]), int(g.attrs["N"]), points, members, blocks)
+        parts = [(str(g["parts"][i].attrs["layer"]), np.asarray(g["parts"][i], dtype=np.int64))
+                 for i in sorted(g.get("parts", {}), key=int)]  # fmt: skip
+        layers[name] = LayerStats(name, int(g.attrs["width"]), int(g.attrs["N"]), points, members, blocks, parts)
     source = {k[len("source_") :]: str(v) for k, v in handle.attrs.items() if k.startswith("source_")}
     means = {str(d.attrs["blob"]): np.asarray(d) for d in handle.get("means", {}).values()}
     return Stats(layers, str(handle.attrs["weights_sha256"]), source, float(handle.attrs["seconds"]), means)

@@ -27,6 +27,8 @@ from pytrim.core.files import read_json, sha256_file
 
 RULES = ("mean_std", "ratio", "count", "keep")
 
+Parts = list[tuple[str, np.ndarray]] | tuple[()]
+
 
 @dataclass
 class Rule:
@@ -111,10 +113,11 @@ def kept_per_block(width: int, blocks: int, wanted: int, rule: Rule) -> int:
     return min(keep, per)
 
 
-def choose(layer: str, scores: np.ndarray, rule: Rule, blocks: int = 1) -> Selection:
+def choose(layer: str, scores: np.ndarray, rule: Rule, blocks: int = 1, parts: Parts = ()) -> Selection:
     """Apply `rule` to the scores of one layer (higher score = removed first). With `blocks`
     > 1 (a grouped convolution reads or writes these channels) the same number is removed
-    from each of the equal blocks, the highest scores of each block first."""
+    from each of the equal blocks, the highest scores of each block first. Each of `parts`
+    (the channels of one layer of a joined group) keeps at least its lowest score."""
     scores = np.asarray(scores, dtype=np.float64)
     width = scores.size
     if width == 0:
@@ -126,6 +129,9 @@ def choose(layer: str, scores: np.ndarray, rule: Rule, blocks: int = 1) -> Selec
     taken = per - kept_per_block(width, blocks, wanted, rule)
     order = [b * per + np.argsort(-scores[b * per : (b + 1) * per], kind="stable")[:taken] for b in range(blocks)]
     remove = np.sort(np.concatenate(order))
+    for _, part in parts:
+        if np.isin(part, remove).all():
+            remove = remove[remove != part[np.argmin(scores[part])]]
     keep = np.setdiff1d(np.arange(width), remove)
     return Selection(layer, width, keep, remove, threshold)
 

@@ -89,6 +89,9 @@ def check_selection(group: Group, name: str, selection: Selection) -> None:
         raise BadInput(f"selection would empty layer {name!r}")
     if keep.min() < 0 or keep.max() >= group.width or np.unique(keep).size != keep.size:
         raise BadInput(f"selection for {name!r} has invalid or repeated indices")
+    for owner, part in group.parts:
+        if not np.isin(part, keep).any():
+            raise BadInput(f"selection for {name!r} would empty layer {owner!r} (its channels of the joined group)")
     if group.blocks > 1:
         counts = np.bincount(keep // (group.width // group.blocks), minlength=group.blocks)
         if len(set(counts.tolist())) != 1 or counts.min() == 0:
@@ -111,7 +114,7 @@ def layer_cut(graph: Graph, use: Use, keep: np.ndarray, cut: LayerCut) -> None:
         return
     for blob, axis in use.params:
         if use.groups > 1:
-            per = graph.group(use.layout.segments[0].group).width // use.groups
+            per = use.layout.width // use.groups
             local = [int(k - b * per) for b in range(use.groups) for k in keep if b * per <= k < (b + 1) * per]
             op = Op(axis, local, groups=use.groups)
         else:
