@@ -23,7 +23,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
 
-from pytrim.caffeio.proto import data_sources, read_net
+from pytrim.caffeio.proto import data_sources, listed_folders, read_net, read_solver
 from pytrim.core.errors import BadInput, PytrimError, StepFailed, user_message
 from pytrim.core.files import OutputGuard, write_json
 
@@ -108,11 +108,41 @@ def path_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> d
 
 
 def net_data(path: Path) -> list[Path]:
-    """The files a prototxt reads data from (none if it cannot be read: the command says why)."""
+    """The files a prototxt reads data from, in every phase (none if it cannot be read: the
+    command says why)."""
     try:
         return data_sources(read_net(path))
     except PytrimError:
         return []
+
+
+def solver_nets(path: Path) -> list[Path]:
+    """The nets a solver file names (net, train_net, test_net), or none if it is not one."""
+    try:
+        solver = read_solver(path)
+    except PytrimError:
+        return []
+    return [Path(p) for p in [solver.net, solver.train_net, *solver.test_net] if p]
+
+
+def read_by(label: str, path: Path) -> dict[str, list[Path]]:
+    """What a prototxt given as an input reads: a net's data, or a solver's nets and theirs."""
+    nets = solver_nets(path)
+    found = {f"the net of {label} {path}": nets} if nets else {}
+    for net in [path] if not nets else nets:
+        data = net_data(net)
+        if data:
+            found[f"data read by {label} {path}"] = found.get(f"data read by {label} {path}", []) + data
+    return found
+
+
+def feed_data(args: argparse.Namespace) -> dict[str, list[Path]]:
+    """--feed: an image list's images' folders are inputs too."""
+    feed = getattr(args, "feed", None)
+    if feed is None or not Path(feed).is_file():
+        return {}
+    root = getattr(args, "feed_root", None) or Path(feed).parent  # as pytrim.feeds.source reads it
+    return {f"the images of --feed {feed}": listed_folders(Path(feed), root)}
 
 
 def guard_of(name: str, parser: argparse.ArgumentParser, args: argparse.Namespace) -> OutputGuard:
@@ -128,13 +158,14 @@ def guard_of(name: str, parser: argparse.ArgumentParser, args: argparse.Namespac
         more_files, more_folders = module.outputs(args)
         files, folders = files | more_files, folders | more_folders
     written = set(files) | set(folders)
-    inputs: dict[str, Path | None] = {
+    inputs: dict[str, Path | list[Path] | None] = {
         option: path for option, (dest, path) in paths.items() if dest not in kinds and option not in written
     }
     inputs |= module.inputs(args) if hasattr(module, "inputs") else {}
     for label, path in list(inputs.items()):
         if _is_net(label, path):
-            inputs |= {f"data read by {label} {path}": source for source in net_data(Path(path))}
+            inputs |= read_by(label, Path(path))  # type: ignore[arg-type]
+    inputs |= feed_data(args)
     return OutputGuard(name, inputs, files, folders, keep_folders=getattr(module, "RESUMABLE", False))
 
 

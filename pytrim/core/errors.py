@@ -59,6 +59,10 @@ class TrainingDiverged(StepFailed):
     """The training loss became NaN or infinite."""
 
 
+class RunDamaged(BadInput):
+    """A finished output of a run was changed from outside (named): only --restart can go on."""
+
+
 class RunLocked(PytrimError):
     """Another pytrim process is working in the same output folder."""
 

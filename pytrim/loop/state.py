@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pytrim.caffeio.proto import read_net
-from pytrim.core.errors import BadInput
+from pytrim.core.errors import BadInput, RunDamaged
 from pytrim.core.files import read_json, sha256_file, write_json
 
 STATE_VERSION = 3  # 3: an iteration has tries (record "try"), the run lists its own ("tried")
@@ -115,18 +115,31 @@ class RunState:
 
     def reuse(self, record: dict[str, Any], name: str, key: str, outputs: list[Path] = (), label: str = "") -> Any:
         """The recorded result of step `name` when its key matches and its outputs exist, else
-        None (saying so when an earlier result is outdated)."""
+        None (saying so when an earlier result is outdated). An output changed since the step
+        wrote it (by another command) is one error naming it: the run cannot go on from it."""
         entry = record.get("steps", {}).get(name)
         if entry and entry["key"] == key and all(Path(p).exists() for p in outputs):
+            self.check_unchanged(entry, label or name)
             return entry["result"]
         if entry:
             self.log(f"{label or name}: its inputs or settings changed since the last run; computing it again")
         return None
 
-    def keep(self, record: dict[str, Any], name: str, key: str, result: dict[str, Any], seconds: float) -> None:
-        """Record a finished step (the state is saved after every step)."""
+    def check_unchanged(self, entry: dict[str, Any], label: str) -> None:
+        """The outputs of a finished step are the files it wrote (their SHA-256 is recorded)."""
+        for path, digest in entry.get("outputs", {}).items():
+            if Path(path).is_file() and file_digest(Path(path)) != digest:
+                raise RunDamaged(f"{path} was changed after this run's step {label!r} wrote it (sha256 {digest[:12]}…"
+                                 f" recorded): this run cannot go on from it; run the same command with --restart "
+                                 f"to start {self.path.parent} over")  # fmt: skip
+
+    def keep(self, record: dict[str, Any], name: str, key: str, result: dict[str, Any], seconds: float,
+             outputs: list[Path] = ()) -> None:  # type: ignore[assignment]  # fmt: skip
+        """Record a finished step and the SHA-256 of its output files (saved after every step)."""
+        digests = {str(p): file_digest(Path(p)) for p in outputs if Path(p).is_file()}
         with self.lock:
-            record.setdefault("steps", {})[name] = {"key": key, "result": result, "seconds": round(seconds, 2)}
+            entry = {"key": key, "result": result, "seconds": round(seconds, 2)}
+            record.setdefault("steps", {})[name] = entry | ({"outputs": digests} if digests else {})
             self.save()
 
     def step(
@@ -145,5 +158,5 @@ class RunState:
             return found
         start = time.monotonic()
         result = run()
-        self.keep(record, name, key, result, time.monotonic() - start)
+        self.keep(record, name, key, result, time.monotonic() - start, outputs)
         return result
