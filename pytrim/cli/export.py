@@ -19,7 +19,6 @@ from typing import Any
 
 from pytrim.caffeio.upgrade import current_format
 from pytrim.cli.options import add_feed, feed_of, tolerance
-from pytrim.core.errors import BadInput
 from pytrim.export.save import save_onnx
 
 OUTPUTS = {"out": "file"}
