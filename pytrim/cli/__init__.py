@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
 
+from pytrim.caffeio.netcheck import ALLOW_PYTHON
 from pytrim.caffeio.proto import data_sources, listed_folders, read_net, read_solver
 from pytrim.core.errors import BadInput, PytrimError, StepFailed, user_message
 from pytrim.core.files import OutputGuard, write_json
@@ -61,6 +63,8 @@ COMMANDS = {
     "vocabulary": ("vocabulary", "every option of every command, with its one meaning (docs/commands.md's table)"),
 }
 RESULT_HELP = "also write the result as JSON to this file"
+BUILDS_NETS = ("--net", "--deploy", "--solver", "--schedule", "--trimmed-net")  # commands that build nets
+PYTHON_HELP = "run the code of the net's Python layers (their modules are named before they are imported)"
 NET_OPTIONS = ("--net", "--deploy", "--trimmed-net")  # prototxts: the data they read are inputs too
 
 
@@ -94,6 +98,8 @@ def parser_of(name: str) -> argparse.ArgumentParser:
     module.arguments(parser)
     parser.add_argument("--result", type=Path, help=RESULT_HELP)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    if any(option in parser._option_string_actions for option in BUILDS_NETS):
+        parser.add_argument("--allow-python-layers", action="store_true", help=PYTHON_HELP)
     return parser
 
 
@@ -177,6 +183,8 @@ def run_command(name: str, argv: list[str]) -> int:
     """Parse, guard the outputs, execute, write --result; the exit code."""
     parser = parser_of(name)
     args = parser.parse_args(argv)
+    if getattr(args, "allow_python_layers", False):
+        os.environ[ALLOW_PYTHON] = "1"  # the checks before Caffe builds a net, in this process and its children
     module = module_of(name)
     if hasattr(module, "check"):  # arguments checked before any output is claimed
         module.check(args)
@@ -199,10 +207,18 @@ def run(name: str, argv: list[str] | None = None) -> None:
         message = user_message(exc)
         if message is None:
             raise
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {bounded(message)}", file=sys.stderr)
         if isinstance(exc, StepFailed) and getattr(module_of(name), "RESUMABLE", False):
             print("finished steps are kept: run the same command again to resume", file=sys.stderr)
         sys.exit(2 if isinstance(exc, MissingInputs) else 1)
+
+
+LONGEST = 4000  # characters of an error line: the first offenders are named, not 20,000 of them
+
+
+def bounded(message: str) -> str:
+    """An error message of bounded length (what is cut is counted)."""
+    return message if len(message) <= LONGEST else f"{message[:LONGEST]}… ({len(message) - LONGEST} more characters)"
 
 
 def main() -> None:

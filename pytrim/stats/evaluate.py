@@ -21,7 +21,7 @@ import numpy as np
 
 from pytrim.caffeio.netcheck import load_net, probe
 from pytrim.caffeio.proto import layers_in_phase, read_net, with_test_data
-from pytrim.core.errors import BadInput
+from pytrim.core.errors import BadInput, few
 from pytrim.core.files import together
 from pytrim.feeds.source import DataSource, Feed, batches, data_source
 from pytrim.scale.cluster import run_shards, wanted
@@ -182,7 +182,7 @@ def check_metric(net_param: Any, metric: str, scores: str | None, shapes: dict[s
         tops = {top for layer in layers_in_phase(net_param, "TEST") for top in layer.top}
         why = "an output of the TEST net with one value per image or per batch"
         what = "not a blob of the TEST net" if metric not in tops else f"not {why}"
-        qualify = f"the blobs that qualify: {', '.join(outputs)}" if outputs else "no blob of this net qualifies"
+        qualify = f"the blobs that qualify: {few(outputs)}" if outputs else "no blob of this net qualifies"
         raise BadInput(f"--metric {metric!r} is {what} ({qualify})")
 
 
