@@ -132,7 +132,7 @@ def test_tiny_loop_writes_report_and_resumes(problem: Path) -> None:
     assert "± " in markdown.split("Result:")[1].splitlines()[0] and "paired)" in markdown
     assert "| Trim-2 | 6-5-7-10 |" in markdown and "kernels, 1 thread per child process" in markdown
     for name in ("stats.h5", "selection.json", "train_val.prototxt", "deploy.prototxt", "trimmed.caffemodel",
-                 "retrained.caffemodel", "apoz_conv2.png"):  # fmt: skip
+                 "retrained.caffemodel", "plots/apoz_conv2.png"):  # fmt: skip
         assert (problem / "run/iter-01" / name).is_file(), name
     # The same command again: nothing is redone.
     stamps = {p: mtime(p) for p in (problem / "run").rglob("*.caffemodel")}

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from pytrim.cli.options import add_workers, finite, positive, tolerance
+from pytrim.cli.options import add_workers, finite, positive
 from pytrim.core.files import clear_run_folder
 from pytrim.criteria.scores import UNIT
 from pytrim.loop.driver import prepare, run_schedule
@@ -38,7 +38,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scratch-iters", type=positive, help="solver iterations of the from-scratch ablation")
     p.add_argument("--images", type=positive, help="images used for the statistics (default: all)")
     p.add_argument("--round-to", type=positive, help="round kept widths to a multiple of N")
-    p.add_argument("--tolerance", type=tolerance, help="points of the metric below the baseline the result may lose")
+    p.add_argument("--tolerance", type=finite, help="points of the metric below the baseline the result may lose")
     p.add_argument("--metric", help="the TEST output blob decisions read (default: accuracy)")
     p.add_argument("--lower-is-better", action="store_true", help="--metric: lower values are better (a loss)")
     p.add_argument("--no-scratch", action="store_true", help="skip the from-scratch ablation")

@@ -288,8 +288,6 @@ def build(path: Path, data: dict[str, Any], plan: LayerPlan, per_iteration: dict
     given = {key: data[key] for key in plain if key in data}
     given["auto_grow"] = None if given.get("auto_grow") == "all" else given.get("auto_grow", 2)
     given["tolerance"] = float(given.get("tolerance", 0.2))
-    if given["tolerance"] < 0:
-        raise BadInput(f"{path}: tolerance must be >= 0 (how far the result may fall), not {given['tolerance']:g}")
     if given.get("lower_is_better") and given.get("metric", ACCURACY) == ACCURACY:
         raise BadInput(f"{path}: lower_is_better needs a metric (a TEST output blob such as a loss): top-1 "
                        "accuracy is better when higher")  # fmt: skip
