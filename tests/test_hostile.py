@@ -19,8 +19,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import (FILL, ROOT, assert_one_line_error, filler_weights, files_under, net_text, pytrim, small_body,
-                      toy_db, write_net)  # fmt: skip
+from conftest import (
+    FILL,
+    ROOT,
+    assert_one_line_error,
+    files_under,
+    filler_weights,
+    net_text,
+    pytrim,
+    small_body,
+    toy_db,  # fmt: skip
+    write_net,
+)
 
 from pytrim.caffeio.caffemodel import Caffemodel, CaffemodelError
 from pytrim.caffeio.env import CORETYPE_FLAGS, caffe_pb2, cpu_info
@@ -664,9 +674,16 @@ class Identity(caffe.Layer):
 
 
 def python_net(folder: Path, module: str, source: Path | None = None) -> Path:
-    data = (f'layer {{ name: "d" type: "Data" top: "data" top: "label" include {{ phase: TEST }} '
-            f'data_param {{ source: "{source}" batch_size: 5 backend: LMDB }} }}\n') if source else (
-            'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 1 dim: 4 dim: 4 } } }\n')
+    data = (
+        (
+            f'layer {{ name: "d" type: "Data" top: "data" top: "label" include {{ phase: TEST }} '
+            f'data_param {{ source: "{source}" batch_size: 5 backend: LMDB }} }}\n'
+        )
+        if source
+        else (
+            'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 1 dim: 4 dim: 4 } } }\n'
+        )
+    )
     layers = (f'layer {{ name: "ident" type: "Python" bottom: "data" top: "out" python_param {{ module: "{module}" '
               'layer: "Identity" } }\nlayer { name: "conv1" type: "Convolution" bottom: "out" top: "conv1" '
               'convolution_param { num_output: 2 kernel_size: 3 } }\n')  # fmt: skip
