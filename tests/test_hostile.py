@@ -236,6 +236,12 @@ def test_a_full_disk_or_unwritable_folder_leaves_no_partial_output(inputs: dict[
     r = pytrim("cut", *args, preexec_fn=limited(8000))
     assert_one_line_error(r, "File too large", str(out / "trimmed.caffemodel"))
     assert files_under(out) == []
+    # A statistics file (HDF5 would crash on a failed write): one line naming it, no partial file.
+    stats = tmp_path / "stats/s.h5"
+    r = pytrim("collect", "--net", inputs["net"], "--weights", inputs["weights"], "--out", stats, "--quiet",
+               preexec_fn=limited(3000))  # fmt: skip
+    assert_one_line_error(r, "File too large", str(stats))
+    assert files_under(stats.parent) == []
     r = pytrim("collect", "--net", inputs["net"], "--weights", inputs["weights"], "--out", "/sys/pytrim-stats.h5",
                "--quiet")  # fmt: skip
     assert_one_line_error(r, "Permission denied", "/sys/pytrim-stats.h5")
