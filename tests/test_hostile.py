@@ -642,6 +642,8 @@ def test_tracebacks_become_one_line(inputs: dict[str, Path], tmp_path: Path) -> 
          "3 values for a net whose input has 1 channel"),
         (("evaluate", "--net", n, "--weights", loop), "a symlink loop"),
         (("collect", "--net", n, "--weights", w, "--out", loop), "a symlink loop"),
+        (("collect", "--net", n, "--weights", w, "--out", tmp_path / "s.h5", "--plots", loop / "plots"),
+         "a symlink loop"),
     ], tmp_path)  # fmt: skip
 
 
