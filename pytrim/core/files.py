@@ -3,12 +3,15 @@
 - `write_atomic`/`write_json`: one file under a temporary name, renamed when complete.
 - `together`: several outputs of one step, all renamed only when every one is complete.
 - `move`: a file moved into place atomically, also across filesystems.
-- `check_outputs`: refuse an output path that is, contains or lies inside an input.
+- `check_outputs`: refuse an output path that is, contains or lies inside an input, or lies
+  inside an LMDB; `resolved`: a path's symlinks resolved, a loop one error.
 - `OutputGuard`: every path a command writes, checked before any work (against its inputs,
-  each other, and folders that are not pytrim's), output folders claimed and locked while it
-  works, and what a failed command wrote removed.
+  each other, folders that are not pytrim's and folders of other commands), output folders
+  claimed and locked while it works, and what a failed command wrote removed.
 - `claim_run_folder`/`clear_run_folder`/`FolderLock`: a run's output folder carries pytrim's
-  marker (so `--restart` never removes anything else) and a lock (so two runs never share it).
+  marker naming the command (so `--restart` never removes anything else, and no other command
+  writes inside it: `check_not_in_run`, `PYTRIM_RUNS` for the run's own steps) and a lock (so
+  two runs never share it).
 - `provenance`: the commit (and whether the tree had changes) and the time a result was made.
 """
 
