@@ -173,7 +173,7 @@ def probe(path: str | Path, phase: str = "TEST") -> NetShapes:
             try:
                 done = run_step("probe", ["--net", str(copy), "--phase", phase], log)
             except StepFailed as exc:
-                reason = exc.reason or str(exc).splitlines()[-1].strip()
+                reason = (exc.reason or str(exc).splitlines()[-1].strip()).replace(f"{copy}: ", "")
                 raise BadInput(f"{path}: Caffe cannot build this net ({phase} phase): {reason} (log: {log})") from None
         write_json(cached, done.result)
     return NetShapes(**read_json(cached, "probe cache"))
