@@ -312,6 +312,12 @@ def test_finetune_lr_sets_the_retraining_rate_and_its_key(problem: Path, caffe) 
 def test_restart_removes_only_a_pytrim_run_folder(problem: Path) -> None:
     assert trim(problem, "--iterations", "1").returncode == 0
     old = mtime(problem / "run/iter-01/stats.h5")
+    # A finished step's file replaced from outside: one line naming it, offering --restart.
+    trimmed = problem / "run/iter-01/trimmed.caffemodel"
+    shutil.copy(problem / "baseline.caffemodel", trimmed)
+    damaged = trim(problem, "--iterations", "1")
+    assert_one_line_error(damaged, str(trimmed), "was changed after this run's step 'cut", "--restart")
+    assert "run the same command again to resume" not in damaged.stderr
     result = trim(problem, "--iterations", "1", "--restart")
     assert result.returncode == 0 and "resuming" not in result.stdout
     assert mtime(problem / "run/iter-01/stats.h5") != old
