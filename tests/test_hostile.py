@@ -537,18 +537,22 @@ def test_a_step_of_a_run_writes_inside_it(inputs: dict[str, Path], tmp_path: Pat
 
 
 def test_a_run_changed_from_outside_is_one_error_offering_restart(tmp_path: Path) -> None:
-    from pytrim.core.errors import RunDamaged
+    """A run records the SHA-256 of what its steps wrote: when it fails on a file changed from
+    outside, the error names it and offers --restart (test_loop runs it end to end)."""
+    from pytrim.core.errors import CaffeCrashed
     from pytrim.loop.state import RunState
 
     out = tmp_path / "trimmed.caffemodel"
     out.write_bytes(b"what the step wrote")
     state = RunState(tmp_path)
-    record = state.attempt(1)
-    state.keep(record, "cut", "key", {"params": 1}, 0.1, [out])
-    assert RunState(tmp_path).reuse(state.attempt(1), "cut", "key", [out]) == {"params": 1}
+    state.keep(state.attempt(1), "cut", "key", {"params": 1}, 0.1, [out])
+    failure = CaffeCrashed("verify (Trim-1) failed (exit code 1): verification failed\n  tail")
+    assert RunState(tmp_path).changed() == [] and RunState(tmp_path).damaged(failure) is None
     out.write_bytes(b"another command's weights")
-    with pytest.raises(RunDamaged, match=f"{out} was changed after this run's step 'cut'.*--restart"):
-        RunState(tmp_path).reuse(RunState(tmp_path).attempt(1), "cut", "key", [out])
+    damaged = RunState(tmp_path).damaged(failure)
+    assert damaged is not None and RunState(tmp_path).changed() == [str(out)]
+    assert str(damaged).startswith(f"{out} changed after this run wrote it, and the run fails on it (verify")
+    assert "--restart" in str(damaged) and "\n" not in str(damaged)
 
 
 def test_an_output_never_lies_inside_another(inputs: dict[str, Path], split: dict[str, Path], tmp_path: Path) -> None:

@@ -316,7 +316,7 @@ def test_restart_removes_only_a_pytrim_run_folder(problem: Path) -> None:
     trimmed = problem / "run/iter-01/trimmed.caffemodel"
     shutil.copy(problem / "baseline.caffemodel", trimmed)
     damaged = trim(problem, "--iterations", "1")
-    assert_one_line_error(damaged, str(trimmed), "was changed after this run's step 'cut", "--restart")
+    assert_one_line_error(damaged, f"{trimmed} changed after this run wrote it", "--restart")
     assert "run the same command again to resume" not in damaged.stderr
     result = trim(problem, "--iterations", "1", "--restart")
     assert result.returncode == 0 and "resuming" not in result.stdout
