@@ -192,8 +192,8 @@ def test_decisions_on_a_loss_for_a_net_without_accuracy(caffe, tmp_path: Path) -
         assert entry["value"] > 0 and math.isfinite(entry["difference_stderr"]) and entry["accepted"]
     assert "loss after retraining" in (tmp_path / "run/report.md").read_text()
     # The same net and schedule deciding on accuracy, which it has not: one line, before any work.
-    (tmp_path / "acc.toml").write_text(EUCLIDEAN.format(d=tmp_path).replace('metric = "loss"\n', "").replace(
-        f'"{tmp_path}/run"', f'"{tmp_path / "acc"}"'))  # fmt: skip
+    on_accuracy = EUCLIDEAN.format(d=tmp_path).replace('metric = "loss"\nlower_is_better = true\n', "")
+    (tmp_path / "acc.toml").write_text(on_accuracy.replace(f'"{tmp_path}/run"', f'"{tmp_path / "acc"}"'))
     again = subprocess.run([*command[:-1], str(tmp_path / "acc.toml")], check=False, capture_output=True, text=True,
                            cwd=ROOT)  # fmt: skip
     assert_one_line_error(again, "no Accuracy or SoftmaxWithLoss layer")

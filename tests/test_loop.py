@@ -132,7 +132,7 @@ def test_tiny_loop_writes_report_and_resumes(problem: Path) -> None:
     assert "± " in markdown.split("Result:")[1].splitlines()[0] and "paired)" in markdown
     assert "| Trim-2 | 6-5-7-10 |" in markdown and "kernels, 1 thread per child process" in markdown
     for name in ("stats.h5", "selection.json", "train_val.prototxt", "deploy.prototxt", "trimmed.caffemodel",
-                 "retrained.caffemodel", "apoz_conv2.png"):  # fmt: skip
+                 "retrained.caffemodel", "plots/apoz_conv2.png"):  # fmt: skip
         assert (problem / "run/iter-01" / name).is_file(), name
     # The same command again: nothing is redone.
     stamps = {p: mtime(p) for p in (problem / "run").rglob("*.caffemodel")}
@@ -312,6 +312,12 @@ def test_finetune_lr_sets_the_retraining_rate_and_its_key(problem: Path, caffe) 
 def test_restart_removes_only_a_pytrim_run_folder(problem: Path) -> None:
     assert trim(problem, "--iterations", "1").returncode == 0
     old = mtime(problem / "run/iter-01/stats.h5")
+    # A finished step's file replaced from outside: one line naming it, offering --restart.
+    trimmed = problem / "run/iter-01/trimmed.caffemodel"
+    shutil.copy(problem / "baseline.caffemodel", trimmed)
+    damaged = trim(problem, "--iterations", "1")
+    assert_one_line_error(damaged, f"{trimmed} changed after this run wrote it", "--restart")
+    assert "run the same command again to resume" not in damaged.stderr
     result = trim(problem, "--iterations", "1", "--restart")
     assert result.returncode == 0 and "resuming" not in result.stdout
     assert mtime(problem / "run/iter-01/stats.h5") != old

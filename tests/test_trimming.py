@@ -249,7 +249,7 @@ def test_classifier_is_refused(tmp_path: Path) -> None:
 
 def collect_choose(small_net: dict[str, Path], out: Path, *choose_args: str) -> None:
     r = pytrim("collect", "--net", small_net["net"], "--weights", small_net["weights"], "--out", out / "stats.h5",
-               "--plots", out, "--quiet")  # fmt: skip
+               "--plots", out / "plots", "--quiet")  # fmt: skip
     assert r.returncode == 0, r.stderr
     r = pytrim("choose", "--stats", out / "stats.h5", "--out", out / "sel.json", *choose_args)
     assert r.returncode == 0, r.stderr
@@ -258,7 +258,7 @@ def collect_choose(small_net: dict[str, Path], out: Path, *choose_args: str) -> 
 def test_cut_tool_with_verify(small_net: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "out"
     collect_choose(small_net, out, "--layers", "conv2,ip1", "--count", "conv2=3,ip1=5")
-    assert (out / "apoz_conv2.png").stat().st_size > 1000
+    assert (out / "plots/apoz_conv2.png").stat().st_size > 1000
     assert [e["kept"] for e in json.loads((out / "sel.json").read_text())["layers"]] == [5, 7]
     r = pytrim("cut", "--net", small_net["net"], "--deploy", small_net["deploy"], "--weights", small_net["weights"],
                "--selection", out / "sel.json", "--out", out / "cut", "--verify", "--result",

@@ -25,6 +25,7 @@ from pytrim.core.files import naming, together
 # Field numbers (caffe.proto).
 NET_LAYER, NET_LAYERS_V1 = 100, 2
 LAYER_NAME, LAYER_TYPE, LAYER_BLOBS = 1, 2, 7
+LAYER_PARAM, PARAM_NAME = 6, 1  # LayerParameter.param (ParamSpec), ParamSpec.name: a shared blob's name
 V1_NAME, V1_TYPE, V1_BLOBS = 4, 5, 6
 BLOB_LEGACY = {1: 0, 2: 1, 3: 2, 4: 3}  # num, channels, height, width
 BLOB_DATA, BLOB_SHAPE, BLOB_DOUBLE_DATA = 5, 7, 8
@@ -123,6 +124,15 @@ class Layer:
     end: int
     value_start: int
     blobs: list[Blob] = field(default_factory=list)
+    shared: list[str] = field(default_factory=list)  # per blob, the name it is shared under ("": its own)
+
+
+def _param_name(buf: memoryview, spec: Field) -> str:
+    """The name of a ParamSpec: blobs of several layers with one name are one blob in Caffe."""
+    for f in fields(buf, spec.value_start, spec.end):
+        if f.number == PARAM_NAME and f.wire_type == 2:
+            return bytes(buf[f.value_start : f.end]).decode()
+    return ""
 
 
 def _dims(buf: memoryview, shape_field: Field) -> list[int]:
@@ -195,7 +205,7 @@ class Caffemodel:
             raise CaffemodelError(f"{self.path}: not a valid caffemodel ({exc})") from None
 
     def _add(self, f: Field, name_no: int, type_no: int, blobs_no: int) -> None:
-        name, kind, blobs = "", "", []
+        name, kind, blobs, shared = "", "", [], []
         for sub in fields(self.buf, f.value_start, f.end):
             if sub.number == name_no and sub.wire_type == 2:
                 name = bytes(self.buf[sub.value_start : sub.end]).decode()
@@ -203,9 +213,11 @@ class Caffemodel:
                 kind = bytes(self.buf[sub.value_start : sub.end]).decode() if sub.wire_type == 2 else str(sub.value)
             elif sub.number == blobs_no and sub.wire_type == 2:
                 blobs.append(_blob(self.buf, sub.value_start, sub.end))
+            elif sub.number == LAYER_PARAM and sub.wire_type == 2 and name_no == LAYER_NAME:
+                shared.append(_param_name(self.buf, sub))
         if blobs:
             self.copies[name] = self.copies.get(name, 0) + 1
-            self.layers.setdefault(name, Layer(name, kind, f.start, f.end, f.value_start, blobs))
+            self.layers.setdefault(name, Layer(name, kind, f.start, f.end, f.value_start, blobs, shared))
 
     @property
     def duplicates(self) -> list[str]:
@@ -217,9 +229,20 @@ class Caffemodel:
         return [blob.array() for blob in self.layers[name].blobs]
 
     def params(self, layers: list[str] | None = None) -> int:
-        """Stored parameters: of every layer, or of `layers`."""
+        """Parameters: of every layer, or of `layers`; a blob shared by several layers (one
+        `param { name }`) is one blob, counted once, as Caffe holds it."""
         names = self.layers if layers is None else layers
-        return sum(blob.data.size for name in names for blob in self.layers[name].blobs)
+        seen: set[str] = set()
+        total = 0
+        for name in names:
+            layer = self.layers[name]
+            for index, blob in enumerate(layer.blobs):
+                shared = layer.shared[index] if index < len(layer.shared) else ""
+                if shared and shared in seen:
+                    continue
+                seen.add(shared)
+                total += blob.data.size
+        return total
 
     def close(self) -> None:
         """Drop this reader's views of the file and unmap it. Arrays still held by callers keep

@@ -151,7 +151,8 @@ def caffe_pb2() -> ModuleType:
 # alike (OpenBLAS uses them for AMD Zen too); PYTRIM_BLAS_CORETYPE names another, or "auto"
 # (OpenBLAS's own choice).
 BLAS_CORETYPE = "Haswell"
-CORETYPE_FLAGS = {"Haswell": {"avx2", "fma"}, "SkylakeX": {"avx512f"}, "Sandybridge": {"avx"}}
+CORETYPE_FLAGS = {"Haswell": {"avx2", "fma"}, "Zen": {"avx2", "fma"}, "SkylakeX": {"avx512f"},
+                  "Sandybridge": {"avx"}, "Nehalem": {"sse4_2"}}  # fmt: skip
 
 
 def cpu_info() -> dict[str, Any]:

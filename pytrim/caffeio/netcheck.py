@@ -15,6 +15,9 @@ only then is the net built in this process and the weights copied in.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +29,7 @@ from pytrim.caffeio.caffemodel import Caffemodel
 from pytrim.caffeio.env import cache_root, caffe_pb2, load_caffe
 from pytrim.caffeio.lmdb import entries, sample_shapes
 from pytrim.caffeio.proto import layers_in_phase, read_net, write_text
-from pytrim.core.errors import BadInput, ModelMismatch, StepFailed
+from pytrim.core.errors import BadInput, ModelMismatch, StepFailed, few
 from pytrim.core.files import read_json, write_json
 from pytrim.core.runner import run_step
 
@@ -78,6 +81,56 @@ def check_data_sources(net: Any, path: str | Path, phase: str) -> None:
                 raise BadInput(f"{path}: the list file {source} of layer {layer.name!r} is missing or empty")
 
 
+ALLOW_PYTHON = "PYTRIM_ALLOW_PYTHON_LAYERS"  # set by --allow-python-layers; children inherit it
+_noticed: set[tuple[str, str]] = set()
+
+
+def python_modules(net: Any) -> list[tuple[str, str, str]]:
+    """(layer, module, where it is found) of every Python layer, in any phase, found as
+    Caffe's embedded interpreter finds it (this process's sys.path: the current folder first,
+    then PYTHONPATH); a module that is not found is one error. Nothing is imported (a dotted
+    name is located by its top package)."""
+    found = []
+    for layer in net.layer:
+        if layer.type != "Python":
+            continue
+        module = layer.python_param.module
+        top = module.split(".")[0]
+        spec = importlib.util.find_spec(top) if top else None
+        if spec is None:
+            raise BadInput(f"layer {layer.name!r} is a Python layer whose module {module!r} is not found (not in "
+                           "the current folder, on PYTHONPATH or installed)")  # fmt: skip
+        found.append((layer.name, module, str(spec.origin or (spec.submodule_search_locations or ["?"])[0])))
+    return found
+
+
+def check_python_layers(net: Any, path: str | Path) -> None:
+    """Before Caffe builds a net with Python layers: say which modules it imports and from
+    where; without --allow-python-layers (PYTRIM_ALLOW_PYTHON_LAYERS=1) that is an error, since
+    importing a module runs its code."""
+    modules = python_modules(net)
+    if not modules:
+        return
+    listed = few(f"layer {layer!r} imports {module!r} from {where}" for layer, module, where in modules)
+    if os.environ.get(ALLOW_PYTHON) != "1":
+        raise BadInput(f"{path} has Python layers: building it runs their code ({listed}); pass "
+                       "--allow-python-layers to run it")  # fmt: skip
+    if (str(path), listed) not in _noticed:
+        _noticed.add((str(path), listed))
+        print(f"note: {path}: Python layers run code: {listed}", file=sys.stderr)
+
+
+def import_python_layers(net: Any, path: str | Path) -> None:
+    """Import the modules of a net's Python layers (allowed: check_python_layers) so that one
+    that fails is one error with its reason, not Caffe's SystemError."""
+    for layer, module, where in python_modules(net):
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # any error the user's module raises while it is imported
+            raise BadInput(f"{path}: layer {layer!r}: its Python module {module!r} ({where}) fails to import: "
+                           f"{type(exc).__name__}: {exc}") from None  # fmt: skip
+
+
 def _constant_fillers(message: Any) -> None:
     """Set every FillerParameter in `message` to constant: the probe needs shapes, not values."""
     for descriptor, value in message.ListFields():
@@ -109,15 +162,19 @@ def probe(path: str | Path, phase: str = "TEST") -> NetShapes:
     net = read_net(path)
     check_bottoms(net, path, phase)
     check_data_sources(net, path, phase)
-    cached = cache_root() / "probe" / f"{_probe_key(net, path, phase)}.json"
+    check_python_layers(net, path)
+    key = _probe_key(net, path, phase)
+    cached = cache_root() / "probe" / f"{key}.json"
     if not cached.is_file():
         _constant_fillers(net)
+        log = cache_root() / "probe" / f"{key}.log"  # kept: a failure's message names it
         with tempfile.TemporaryDirectory(prefix="pytrim-probe-") as tmp:
             copy = write_text(net, Path(tmp) / path.name)
             try:
-                done = run_step("probe", ["--net", str(copy), "--phase", phase], Path(tmp) / "probe.log")
+                done = run_step("probe", ["--net", str(copy), "--phase", phase], log)
             except StepFailed as exc:
-                raise BadInput(f"{path}: Caffe cannot build this net ({phase} phase): {exc.reason or exc}") from None
+                reason = (exc.reason or str(exc).splitlines()[-1].strip()).replace(f"{copy}: ", "")
+                raise BadInput(f"{path}: Caffe cannot build this net ({phase} phase): {reason} (log: {log})") from None
         write_json(cached, done.result)
     return NetShapes(**read_json(cached, "probe cache"))
 
@@ -155,7 +212,7 @@ def check_weights(shapes: NetShapes, model: Caffemodel, net_name: str) -> None:
     if problems:
         inputs = {b: s for b, s in shapes.blobs.items() if b in ("data",)}
         hint = f" (the net's input: {', '.join(f'{b} {tuple(s)}' for b, s in inputs.items())})" if inputs else ""
-        raise ModelMismatch(f"{model.path} does not match {net_name}{hint}: " + "; ".join(problems))
+        raise ModelMismatch(f"{model.path} does not match {net_name}{hint}: " + few(problems, "; "))
 
 
 def check_model(net_path: str | Path, weights: str | Path, phase: str = "TEST") -> NetShapes:
@@ -181,5 +238,8 @@ def load_net(net_path: str | Path, weights: str | Path | None, phase: str = "TES
 
 def probe_main_result(net_path: str, phase: str) -> dict[str, Any]:
     """The probe child's work: build the net in this process and report its shapes."""
+    net = read_net(net_path)
+    check_python_layers(net, net_path)
+    import_python_layers(net, net_path)
     caffe = load_caffe()
     return shapes_of(caffe.Net(net_path, getattr(caffe, phase)))

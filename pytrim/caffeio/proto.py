@@ -133,6 +133,11 @@ def write_solver(source: str | Path | None, out: str | Path, **changes: Any) -> 
     return solver
 
 
+def listed_folders(list_file: Path, root: str | Path | None = None) -> list[Path]:
+    """The folders of the images an image list ('path label' lines) names, relative to `root`."""
+    return list(dict.fromkeys(path.parent for path in _listed(list_file, str(root or ""))))
+
+
 def _listed(list_file: Path, root: str = "", column: int = 0) -> list[Path]:
     """The files a list file names (one per line, in `column`), relative to `root`."""
     if not list_file.is_file():

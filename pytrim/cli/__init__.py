@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
 
-from pytrim.caffeio.proto import data_sources, read_net
+from pytrim.caffeio.netcheck import ALLOW_PYTHON
+from pytrim.caffeio.proto import data_sources, listed_folders, read_net, read_solver
 from pytrim.core.errors import BadInput, PytrimError, StepFailed, user_message
 from pytrim.core.files import OutputGuard, write_json
 
@@ -61,6 +63,8 @@ COMMANDS = {
     "vocabulary": ("vocabulary", "every option of every command, with its one meaning (docs/commands.md's table)"),
 }
 RESULT_HELP = "also write the result as JSON to this file"
+BUILDS_NETS = ("--net", "--deploy", "--solver", "--schedule", "--trimmed-net")  # commands that build nets
+PYTHON_HELP = "run the code of the net's Python layers (their modules are named before they are imported)"
 NET_OPTIONS = ("--net", "--deploy", "--trimmed-net")  # prototxts: the data they read are inputs too
 
 
@@ -94,6 +98,8 @@ def parser_of(name: str) -> argparse.ArgumentParser:
     module.arguments(parser)
     parser.add_argument("--result", type=Path, help=RESULT_HELP)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    if any(option in parser._option_string_actions for option in BUILDS_NETS):
+        parser.add_argument("--allow-python-layers", action="store_true", help=PYTHON_HELP)
     return parser
 
 
@@ -108,11 +114,41 @@ def path_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> d
 
 
 def net_data(path: Path) -> list[Path]:
-    """The files a prototxt reads data from (none if it cannot be read: the command says why)."""
+    """The files a prototxt reads data from, in every phase (none if it cannot be read: the
+    command says why)."""
     try:
         return data_sources(read_net(path))
     except PytrimError:
         return []
+
+
+def solver_nets(path: Path) -> list[Path]:
+    """The nets a solver file names (net, train_net, test_net), or none if it is not one."""
+    try:
+        solver = read_solver(path)
+    except PytrimError:
+        return []
+    return [Path(p) for p in [solver.net, solver.train_net, *solver.test_net] if p]
+
+
+def read_by(label: str, path: Path) -> dict[str, list[Path]]:
+    """What a prototxt given as an input reads: a net's data, or a solver's nets and theirs."""
+    nets = solver_nets(path)
+    found = {f"the net of {label} {path}": nets} if nets else {}
+    for net in [path] if not nets else nets:
+        data = net_data(net)
+        if data:
+            found[f"data read by {label} {path}"] = found.get(f"data read by {label} {path}", []) + data
+    return found
+
+
+def feed_data(args: argparse.Namespace) -> dict[str, list[Path]]:
+    """--feed: an image list's images' folders are inputs too."""
+    feed = getattr(args, "feed", None)
+    if feed is None or not Path(feed).is_file():
+        return {}
+    root = getattr(args, "feed_root", None) or Path(feed).parent  # as pytrim.feeds.source reads it
+    return {f"the images of --feed {feed}": listed_folders(Path(feed), root)}
 
 
 def guard_of(name: str, parser: argparse.ArgumentParser, args: argparse.Namespace) -> OutputGuard:
@@ -128,13 +164,14 @@ def guard_of(name: str, parser: argparse.ArgumentParser, args: argparse.Namespac
         more_files, more_folders = module.outputs(args)
         files, folders = files | more_files, folders | more_folders
     written = set(files) | set(folders)
-    inputs: dict[str, Path | None] = {
+    inputs: dict[str, Path | list[Path] | None] = {
         option: path for option, (dest, path) in paths.items() if dest not in kinds and option not in written
     }
     inputs |= module.inputs(args) if hasattr(module, "inputs") else {}
     for label, path in list(inputs.items()):
         if _is_net(label, path):
-            inputs |= {f"data read by {label} {path}": source for source in net_data(Path(path))}
+            inputs |= read_by(label, Path(path))  # type: ignore[arg-type]
+    inputs |= feed_data(args)
     return OutputGuard(name, inputs, files, folders, keep_folders=getattr(module, "RESUMABLE", False))
 
 
@@ -146,6 +183,8 @@ def run_command(name: str, argv: list[str]) -> int:
     """Parse, guard the outputs, execute, write --result; the exit code."""
     parser = parser_of(name)
     args = parser.parse_args(argv)
+    if getattr(args, "allow_python_layers", False):
+        os.environ[ALLOW_PYTHON] = "1"  # the checks before Caffe builds a net, in this process and its children
     module = module_of(name)
     if hasattr(module, "check"):  # arguments checked before any output is claimed
         module.check(args)
@@ -168,10 +207,18 @@ def run(name: str, argv: list[str] | None = None) -> None:
         message = user_message(exc)
         if message is None:
             raise
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {bounded(message)}", file=sys.stderr)
         if isinstance(exc, StepFailed) and getattr(module_of(name), "RESUMABLE", False):
             print("finished steps are kept: run the same command again to resume", file=sys.stderr)
         sys.exit(2 if isinstance(exc, MissingInputs) else 1)
+
+
+LONGEST = 4000  # characters of an error line: the first offenders are named, not 20,000 of them
+
+
+def bounded(message: str) -> str:
+    """An error message of bounded length (what is cut is counted)."""
+    return message if len(message) <= LONGEST else f"{message[:LONGEST]}… ({len(message) - LONGEST} more characters)"
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from pytrim.caffeio.env import blas_config
 from pytrim.caffeio.upgrade import current_format
-from pytrim.cli.options import add_feed, add_images, add_workers, feed_of, workers_of
+from pytrim.cli.options import add_feed, add_images, add_workers, check_direction, feed_of, workers_of
 from pytrim.stats.evaluate import ACCURACY, evaluate
 
 OUTPUTS = {"out": "file"}
@@ -30,6 +30,10 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="keep the per-image values of the metric here (.npz)")
     add_feed(p)
     add_workers(p)
+
+
+def check(args: argparse.Namespace) -> None:
+    check_direction(args.metric, args.lower_is_better)
 
 
 def execute(args: argparse.Namespace) -> dict[str, Any]:

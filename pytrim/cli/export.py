@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pytrim.caffeio.upgrade import current_format
-from pytrim.cli.options import add_feed, feed_of, finite
-from pytrim.core.errors import BadInput
+from pytrim.cli.options import add_feed, feed_of, tolerance
 from pytrim.export.save import save_onnx
 
 OUTPUTS = {"out": "file"}
@@ -29,14 +28,12 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--net", type=Path, required=True, help="the prototxt (deploy, or a train_val: its TEST phase)")
     p.add_argument("--weights", type=Path, required=True, help="its caffemodel")
     p.add_argument("--out", type=Path, required=True, help="the ONNX model to write (.onnx)")
-    p.add_argument("--exact-tol", type=finite, default=1e-5, help="relative tolerance of every blob (default 1e-5)")
+    p.add_argument("--exact-tol", type=tolerance, default=1e-5, help="relative tolerance of every blob (default 1e-5)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
     add_feed(p)
 
 
 def execute(args: argparse.Namespace) -> dict[str, Any]:
-    if args.exact_tol < 0:
-        raise BadInput(f"--exact-tol {args.exact_tol:g}: a tolerance must be >= 0")
     net, weights = current_format(args.net, "net"), current_format(args.weights, "weights")
     result = save_onnx(net, weights, args.out, feed_of(args), args.exact_tol, args.seed)
     if result["left_out"]:

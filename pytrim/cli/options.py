@@ -63,6 +63,21 @@ def finite(text: str) -> float:
     return value
 
 
+def tolerance(text: str) -> float:
+    """argparse type: a tolerance, finite and >= 0."""
+    value = finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a tolerance must be >= 0")
+    return value
+
+
+def check_direction(metric: str | None, lower_is_better: bool) -> None:
+    """--lower-is-better turns a metric's direction (a loss): top-1 accuracy has one."""
+    if lower_is_better and metric in (None, "accuracy"):
+        raise BadInput("--lower-is-better needs --metric (a TEST output blob such as a loss): top-1 accuracy is "
+                       "better when higher")  # fmt: skip
+
+
 def positive(text: str) -> int:
     """argparse type: a whole number >= 1."""
     value = int(text)

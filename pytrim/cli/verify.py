@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pytrim.caffeio.upgrade import current_format
-from pytrim.cli.options import add_feed, add_fold, feed_of, finite, fold_of, positive
+from pytrim.cli.options import add_feed, add_fold, feed_of, fold_of, positive, tolerance
 from pytrim.core.errors import VerifyFailed
 from pytrim.surgery.choose import load_selection
 from pytrim.surgery.recipe import load_recipe
@@ -30,10 +30,10 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trimmed-weights", type=Path, required=True, help="trimmed caffemodel")
     p.add_argument("--selection", type=Path, required=True, help="selection JSON used for the cut")
     p.add_argument("--recipe", type=Path, help="the cut's recipe.json: must be the recipe the selection gives")
-    p.add_argument("--exact-tol", type=finite, default=1e-5, help="relative tolerance of exact blobs (default 1e-5)")
+    p.add_argument("--exact-tol", type=tolerance, default=1e-5, help="relative tolerance of exact blobs (default 1e-5)")
     p.add_argument(
         "--inexact-tol",
-        type=finite,
+        type=tolerance,
         default=INEXACT_TOL,
         help=f"--allow-inexact: bound on the inexact blobs' relative deviation (default {INEXACT_TOL:g})",
     )

@@ -26,6 +26,7 @@ VOCABULARY: dict[str, str] = {
     "--trimmed-net": "the second net compared with --net: the trimmed one (or any other)",
     "--trimmed-weights": "the caffemodel of --trimmed-net",
     "--solver": "a solver prototxt",
+    "--allow-python-layers": "run the code of a net's Python layers (named, with where each module is found, first)",
     "--schedule": "a trimming schedule (TOML)",
     "--stats": "a statistics file (HDF5) written by collect",
     "--selection": "a selection file (JSON) written by choose",

@@ -8,6 +8,17 @@ user's files, and lets every other exception (a programming error) show its trac
 from __future__ import annotations
 
 import errno
+from collections.abc import Iterable
+
+SHOWN = 5  # an error names this many offenders, then how many more there are
+
+
+def few(items: Iterable[object], sep: str = ", ", shown: int = SHOWN) -> str:
+    """The first `shown` items joined, then "and N more": an error line stays short however
+    many offenders there are (a net of 20,000 layers)."""
+    listed = [str(item) for item in items]
+    head = sep.join(listed[:shown])
+    return head + (f" and {len(listed) - shown} more" if len(listed) > shown else "")
 
 
 class PytrimError(Exception):
@@ -57,6 +68,10 @@ class CaffeCrashed(StepFailed):
 
 class TrainingDiverged(StepFailed):
     """The training loss became NaN or infinite."""
+
+
+class RunDamaged(BadInput):
+    """A finished output of a run was changed from outside (named): only --restart can go on."""
 
 
 class RunLocked(PytrimError):

@@ -3,12 +3,15 @@
 - `write_atomic`/`write_json`: one file under a temporary name, renamed when complete.
 - `together`: several outputs of one step, all renamed only when every one is complete.
 - `move`: a file moved into place atomically, also across filesystems.
-- `check_outputs`: refuse an output path that is, contains or lies inside an input.
+- `check_outputs`: refuse an output path that is, contains or lies inside an input, or lies
+  inside an LMDB; `resolved`: a path's symlinks resolved, a loop one error.
 - `OutputGuard`: every path a command writes, checked before any work (against its inputs,
-  each other, and folders that are not pytrim's), output folders claimed and locked while it
-  works, and what a failed command wrote removed.
+  each other, folders that are not pytrim's and folders of other commands), output folders
+  claimed and locked while it works, and what a failed command wrote removed.
 - `claim_run_folder`/`clear_run_folder`/`FolderLock`: a run's output folder carries pytrim's
-  marker (so `--restart` never removes anything else) and a lock (so two runs never share it).
+  marker naming the command (so `--restart` never removes anything else, and no other command
+  writes inside it: `check_not_in_run`, `PYTRIM_RUNS` for the run's own steps) and a lock (so
+  two runs never share it).
 - `provenance`: the commit (and whether the tree had changes) and the time a result was made.
 """
 
@@ -174,23 +177,49 @@ def _inside(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
 
-def check_outputs(inputs: dict[str, str | Path | None], outputs: dict[str, str | Path | None]) -> None:
-    """Refuse, before anything runs, an output that is, contains or lies inside an input.
+def resolved(path: str | Path, name: str = "") -> Path:
+    """`path` with every symlink resolved; a symlink loop is one error naming the path."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as exc:  # Python 3.11: RuntimeError("Symlink loop from ...")
+        if isinstance(exc, OSError) and exc.errno != errno.ELOOP:
+            raise
+        what = f"{name} {path}" if name else str(path)
+        raise BadInput(f"{what}: a symlink loop (a link that points back to itself)") from None
+
+
+def lmdb_folder(path: Path) -> Path | None:
+    """The LMDB folder (it holds data.mdb) that `path` is or lies inside, if any: a user's data
+    set is never an output, whether this command reads it or not."""
+    for folder in [path, *path.parents]:
+        if (folder / "data.mdb").is_file():
+            return folder
+    return None
+
+
+Sources = str | Path | list[Path] | None  # an input option's path, or the paths a net reads
+
+
+def check_outputs(inputs: dict[str, Sources], outputs: dict[str, str | Path | None]) -> None:
+    """Refuse, before anything runs, an output that is, contains or lies inside an input, or
+    lies inside an LMDB (a user's data set, read by this command or not).
 
     Keys are what the user typed (`--weights`); symlinks are resolved, so a link to an input
     counts as that input.
     """
+    sources = [(name, source, resolved(source, name)) for name, given in inputs.items()
+               for source in (given if isinstance(given, list) else [given]) if source is not None]  # fmt: skip
     for out_name, out in outputs.items():
         if out is None:
             continue
-        target = Path(out).resolve()
-        for in_name, source in inputs.items():
-            if source is None:
-                continue
-            resolved = Path(source).resolve()
-            if _inside(resolved, target) or _inside(target, resolved):
-                relation = "is" if resolved == target else "contains" if _inside(resolved, target) else "is inside"
+        target = resolved(out, out_name)
+        for in_name, source, path in sources:
+            if _inside(path, target) or _inside(target, path):
+                relation = "is" if path == target else "contains" if _inside(path, target) else "is inside"
                 raise BadInput(f"{out_name} {out} {relation} the input {in_name} {source}: refusing to overwrite it")
+        data = lmdb_folder(target)
+        if data is not None:
+            raise BadInput(f"{out_name} {out} is inside the LMDB {data} (a data set): refusing to write into it")
 
 
 def marker_kind(folder: Path) -> str | None:
@@ -204,20 +233,40 @@ def marker_kind(folder: Path) -> str | None:
         return ""
 
 
-def inside_run(folder: Path) -> bool:
-    """Whether a folder above `folder` is a pytrim run folder (its steps write below it)."""
-    return any(marker_kind(parent) is not None for parent in folder.resolve().parents)
+RUNS_ENV = "PYTRIM_RUNS"  # the run folders of the processes above this one (their steps write inside)
+
+
+def owning_run(path: Path) -> Path | None:
+    """The nearest folder above `path` that carries pytrim's marker: another command's folder."""
+    return next((parent for parent in resolved(path).parents if marker_kind(parent) is not None), None)
+
+
+def our_runs() -> list[Path]:
+    """The run folders this process or the runs that started it hold (their steps may write inside)."""
+    return [Path(p) for p in os.environ.get(RUNS_ENV, "").split(os.pathsep) if p]
+
+
+def check_not_in_run(path: Path, name: str) -> None:
+    """Refuse an output inside another command's folder (one with pytrim's marker), unless it is
+    the folder of the run this process is a step of: a run's folders are written only by that run."""
+    owner = owning_run(path)
+    if owner is None or any(_inside(owner, run) for run in our_runs()):
+        return
+    raise BadInput(f"{name} {path} is inside {owner}, a pytrim {marker_kind(owner) or 'run'} folder: only that "
+                   "command writes there; use a folder of its own")  # fmt: skip
 
 
 def check_folder(folder: Path, kind: str, name: str = "--out") -> None:
-    """Refuse to write into a folder that is not empty and is neither this kind of pytrim
-    run's folder nor inside a pytrim run folder."""
+    """Refuse to write into a folder that is not empty and does not carry this kind of command's
+    marker, or that lies inside another command's folder."""
+    check_not_in_run(folder, name)
     if not folder.exists():
         return
     if not folder.is_dir():
         raise BadInput(f"{name} {folder} is a file, not an output folder")
     found = marker_kind(folder)
-    if found == kind or (found is None and (not any(folder.iterdir()) or inside_run(folder))):
+    inside_ours = owning_run(folder) is not None  # a step of our own run (check_not_in_run let it through)
+    if found == kind or (found is None and (inside_ours or not any(folder.iterdir()))):
         return
     what = f"a pytrim {found} folder" if found else f"not a pytrim {kind} folder (no {MARKER})"
     raise BadInput(f"{name} {folder} is not empty and is {what}: refusing to write into it; use another folder")
@@ -225,10 +274,10 @@ def check_folder(folder: Path, kind: str, name: str = "--out") -> None:
 
 def claim_run_folder(folder: Path, kind: str, name: str = "--out") -> None:
     """Make `folder` a run folder of `kind`: create it with pytrim's marker, or accept it if it
-    has that marker (or lies inside a run folder). Anything else is not pytrim's: refused."""
+    has that marker (or lies inside the run this process is a step of). Anything else is refused."""
     check_folder(folder, kind, name)
     make_folder(folder, f"cannot make {name} {folder}")
-    if marker_kind(folder) is None and not inside_run(folder):
+    if marker_kind(folder) is None and owning_run(folder) is None:
         write_json(folder / MARKER, {"kind": kind})
 
 
@@ -242,40 +291,57 @@ def _state(path: Path) -> tuple[int, int] | None:
 
 class OutputGuard:
     """Every path one command writes. Before any work: none is, contains or lies inside an
-    input, no two are the same, and output folders are empty or this command's own (pytrim's
-    marker). While it works the folders are claimed and locked. If it fails, the files it
-    wrote and the folders it created are removed (a resumable run keeps its folder once it
-    holds more than pytrim's marker)."""
+    input or another output, none lies inside another command's folder, and output folders are
+    empty or this command's own (pytrim's marker). While it works the folders are claimed and
+    locked (its child steps may write inside them: RUNS_ENV). If it fails, the files it wrote
+    and the folders it created are removed (a resumable run keeps its folder once it holds more
+    than pytrim's marker); a full disk names the outputs."""
 
-    def __init__(self, kind: str, inputs: dict[str, Path | None], files: dict[str, Path | None],
+    def __init__(self, kind: str, inputs: dict[str, Sources], files: dict[str, Path | None],
                  folders: dict[str, Path | None], keep_folders: bool = False) -> None:  # fmt: skip
         self.kind, self.keep_folders = kind, keep_folders
         self.files = {k: Path(v) for k, v in files.items() if v is not None}
         self.folders = {k: Path(v) for k, v in folders.items() if v is not None}
         check_outputs(inputs, self.files | self.folders)
         self._distinct()
+        for name, path in self.files.items():
+            check_not_in_run(path, name)
         for name, folder in self.folders.items():
             check_folder(folder, kind, name)
         self.before = {path: _state(path) for path in [*self.files.values(), *self.folders.values()]}
         self.locks: list[FolderLock] = []
+        self.runs_env: str | None = None
 
     def _distinct(self) -> None:
-        seen: dict[Path, str] = {}
+        """No output is, or lies inside, another output of the same command."""
+        seen: list[tuple[Path, str, Path]] = []
         for name, path in (self.files | self.folders).items():
-            resolved = path.resolve()
-            if resolved in seen:
-                raise BadInput(f"{name} {path} is the same path as {seen[resolved]}: give each output its own path")
-            seen[resolved] = name
+            target = resolved(path, name)
+            for other, other_name, other_path in seen:
+                if target == other:
+                    raise BadInput(f"{name} {path} is the same path as {other_name}: give each output its own path")
+                pair = [(name, path, target), (other_name, other_path, other)]
+                for (inner, inner_path, a), (outer, outer_path, b) in (pair, pair[::-1]):
+                    if _inside(a, b):
+                        raise BadInput(f"{inner} {inner_path} is inside {outer} {outer_path}, another output of this "
+                                       "command: give each output its own path")  # fmt: skip
+            seen.append((target, name, path))
 
     def __enter__(self) -> OutputGuard:
         for name, folder in self.folders.items():
             claim_run_folder(folder, self.kind, name)
             self.locks.append(FolderLock(folder).__enter__())
+        if self.folders:
+            self.runs_env = os.environ.get(RUNS_ENV)
+            ours = [str(resolved(f)) for f in self.folders.values()]
+            os.environ[RUNS_ENV] = os.pathsep.join([*filter(None, [self.runs_env]), *ours])
         return self
 
     def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> None:
         for lock in reversed(self.locks):
             lock.__exit__()
+        if self.folders:
+            _restore_env(RUNS_ENV, self.runs_env)
         if exc is None:
             return
         for path in self.files.values():
@@ -285,6 +351,19 @@ class OutputGuard:
             bare = folder.is_dir() and {p.name for p in folder.iterdir()} <= {MARKER, LOCK}
             if self.before[folder] is None and (bare or not self.keep_folders):
                 _remove(folder)  # a resumable run keeps a folder only when it holds work
+        if isinstance(exc, OSError) and exc.errno in FULL and not exc.filename:
+            written = ", ".join(str(p) for p in [*self.files.values(), *self.folders.values()])
+            raise OSError(exc.errno, exc.strerror, f"writing {written}") from exc
+
+
+FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # the disk is full: the message names the outputs
+
+
+def _restore_env(key: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = value
 
 
 def clear_run_folder(folder: Path) -> None:
@@ -306,7 +385,7 @@ class FolderLock:
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / LOCK
-        self.key = folder.resolve()
+        self.key = resolved(folder)
         self.handle: Any = None
 
     def __enter__(self) -> FolderLock:

@@ -7,7 +7,7 @@ import statistics
 from typing import Any
 
 from pytrim.experiments.peers_report import table as peers_table
-from pytrim.loop.report import plan_lines, result_line, shown
+from pytrim.loop.report import plan_lines, result_line, shown, signed
 from pytrim.stats.cost import speedups
 from pytrim.stats.evaluate import ACCURACY
 
@@ -52,8 +52,7 @@ def _value(entry: dict[str, Any], metric: str) -> str:
 
 
 def _difference(it: dict[str, Any], metric: str) -> str:
-    scale = 100 if metric == ACCURACY else 1
-    return f"{scale * it['difference']:+.2f} ± {scale * it['difference_stderr']:.2f}"
+    return signed(it["difference"], metric, it["difference_stderr"])
 
 
 def trim_run(report: dict[str, Any]) -> str:

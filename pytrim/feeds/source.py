@@ -204,6 +204,11 @@ def feed_transform(feed: Feed, shape: list[int], records: Records) -> Transform:
     """The transform of a feed: resize (image lists: SHORT_SIDE unless the net's input is
     small, or as --resize says), centre crop to the net's input, mean, scale."""
     resize = feed.resize
+    channels = int(shape[1])
+    if len(feed.mean) not in (0, 1, channels):
+        given = ",".join(f"{v:g}" for v in feed.mean)
+        raise BadInput(f"--mean {given}: {len(feed.mean)} values for a net whose input has {channels} channel(s): "
+                       "give one value, or one per channel")  # fmt: skip
     if resize is None and records.is_list and min(shape[2:]) > SHORT_SIDE // 2:
         resize = SHORT_SIDE
     return Transform(feed.scale, feed.mean, None, (int(shape[2]), int(shape[3])), resize)

@@ -19,7 +19,7 @@ from typing import Any
 
 from pytrim.caffeio.netcheck import check_model
 from pytrim.caffeio.upgrade import current_format
-from pytrim.core.errors import BadInput
+from pytrim.core.errors import BadInput, StepFailed
 from pytrim.core.files import FolderLock, claim_run_folder, marker_kind
 from pytrim.graph.queries import widths_text
 from pytrim.loop import plan as auto
@@ -254,6 +254,8 @@ def run_schedule(schedule: Schedule, progress: bool = True, log: Callable[[str],
         run.retime = retime
         if run.state.resumed:
             log(f"resuming from {run.state.path}")
-        base = baseline(run)
-        finish(run, iterate(run, base))
+        try:
+            finish(run, iterate(run, baseline(run)))
+        except StepFailed as exc:  # a file changed from outside: --restart, not "run it again"
+            raise run.state.damaged(exc) or exc from None
         return run.state.data

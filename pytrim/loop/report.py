@@ -17,6 +17,7 @@ test_difference, test_difference_stderr, mean_apoz}; `scratch`
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,17 @@ def shown(value: float | None, metric: str) -> str:
     return pct(value) if metric == ACCURACY else ("" if value is None else f"{value:.4g}")
 
 
+def signed(value: float, metric: str, stderr: float | None = None) -> str:
+    """A difference of the metric (± its standard error) with a precision suited to its scale:
+    top-1 in points with two decimals; any other metric to two significant digits of its
+    standard error (of the value, without one), so a loss of 0.046 never reads "+0.00"."""
+    if metric == ACCURACY:
+        return f"{100 * value:+.2f}" + (f" ± {100 * stderr:.2f}" if stderr is not None else "")
+    ref = abs(stderr) if stderr else abs(value)
+    digits = 2 if not ref or not math.isfinite(ref) else min(12, max(0, 1 - math.floor(math.log10(ref))))
+    return f"{value:+.{digits}f}" + (f" ± {stderr:.{digits}f}" if stderr is not None else "")
+
+
 def ratio(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}x"
 
@@ -129,7 +141,7 @@ def runtime_titles(report: dict[str, Any]) -> dict[str, str]:
 
 def iteration_row(report: dict[str, Any], it: dict[str, Any]) -> dict[str, str]:
     """One iteration's cells, by column (pytrim.loop.report.header)."""
-    m, scale = report["metric"], 100 if report["metric"] == ACCURACY else 1
+    m = report["metric"]
     macs, *speeds = cost_cells(it.get("cost"))
     row = {"Network": it["label"] + (f" ({it['why_try']})" if it.get("try", "a") != "a" else "")
                       + (" (stopped)" if it.get("stopped") else ""),
@@ -139,7 +151,7 @@ def iteration_row(report: dict[str, Any], it: dict[str, Any]) -> dict[str, str]:
            "Top-5 after cut": pct(it.get("top5_trimmed")), "Top-5 after retraining": pct(it.get("top5_retrained")),
            "Top-1 after cut, means not folded": pct(it.get("top1_trimmed_nofold")), "Kept": it["kept"],
            "of the kept weights": shown(it["value"], m), "Accepted": "yes" if it["accepted"] else "no",
-           "Paired difference": f"{scale * it['difference']:+.2f} ± {scale * it['difference_stderr']:.2f}"}  # fmt: skip
+           "Paired difference": signed(it["difference"], m, it["difference_stderr"])}  # fmt: skip
     return row | {f"mean APoZ {n}": pct(v) for n, v in it["mean_apoz"].items()}
 
 
@@ -205,24 +217,23 @@ def result_line(report: dict[str, Any]) -> str:
             f"{final['compression']:.2f}x compression")  # fmt: skip
     if final.get("cost"):
         text += f", {final['cost']['macs_ratio']:.2f}x fewer MACs"
-    scale, unit = (100, " points") if m == ACCURACY else (1, "")
+    unit = " points" if m == ACCURACY else ""
     text += f", {m} {shown(final['value'], m)} (baseline {shown(base['value'], m)}, "
     if final.get("test_difference_stderr") is not None:  # paired with the baseline, image by image
-        text += (f"{scale * final['test_difference']:+.2f} ± {scale * final['test_difference_stderr']:.2f}{unit}, "
-                 "paired).")  # fmt: skip
+        text += f"{signed(final['test_difference'], m, final['test_difference_stderr'])}{unit}, paired)."
     else:
-        text += f"{scale * (final['value'] - base['value']):+.2f}{unit})."
+        text += f"{signed(final['value'] - base['value'], m)}{unit})."
     onnx = final.get("onnx")
     if onnx:
         text += (f"\nExported to `{Path(onnx['path']).name}` in the run folder, equal to Caffe in ONNX Runtime within "
                  f"{onnx['max_relative_diff']:.2g} (relative).")  # fmt: skip
     scratch = report.get("scratch") or {}
     if scratch:
-        diff = scale * report["inherited_minus_scratch_value"]
+        diff = report["inherited_minus_scratch_value"]
         gain = diff < 0 if report.get("lower_is_better") else diff > 0
         verdict = "beat" if gain else "did not beat"
         text += (f"\nInheriting the surviving weights {verdict} training the same widths from scratch: "
-                 f"{shown(final['value'], m)} vs {shown(scratch['value'], m)} ({diff:+.2f}{unit}).")  # fmt: skip
+                 f"{shown(final['value'], m)} vs {shown(scratch['value'], m)} ({signed(diff, m)}{unit}).")  # fmt: skip
     return text
 
 

@@ -117,7 +117,7 @@ class Run:
         with ThreadPoolExecutor(max_workers=max(1, min(len(todo), self.jobs))) as pool:
             done = list(pool.map(timed, [steps[i] for i in todo]))
         for i, (result, seconds) in zip(todo, done, strict=True):
-            self.state.keep(record, steps[i].name, keys[i], result, seconds)
+            self.state.keep(record, steps[i].name, keys[i], result, seconds, steps[i].outputs)
             found[i] = result
         return found  # type: ignore[return-value]
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from pytrim.caffeio.netcheck import probe
 from pytrim.caffeio.proto import read_net
 from pytrim.core.errors import BadInput
 from pytrim.criteria.scores import UNIT
@@ -287,6 +288,9 @@ def build(path: Path, data: dict[str, Any], plan: LayerPlan, per_iteration: dict
     given = {key: data[key] for key in plain if key in data}
     given["auto_grow"] = None if given.get("auto_grow") == "all" else given.get("auto_grow", 2)
     given["tolerance"] = float(given.get("tolerance", 0.2))
+    if given.get("lower_is_better") and given.get("metric", ACCURACY) == ACCURACY:
+        raise BadInput(f"{path}: lower_is_better needs a metric (a TEST output blob such as a loss): top-1 "
+                       "accuracy is better when higher")  # fmt: skip
     return Schedule(**paths, **optional, out=Path(data["out"]), iterations=data["iterations"], plan=plan,
                     overrides=per_iteration, name=data.get("name", path.stem), **given)  # fmt: skip
 
@@ -301,4 +305,5 @@ def validate(schedule: Schedule) -> None:
         for name in plan.named_layers():
             group_of(graph, name)  # raises, naming the layer and why
     label = data_source(read_net(schedule.net)).label_blob
-    check_metric(net_param, schedule.metric, find_scores(net_param, label))
+    shapes = probe(schedule.net).blobs if schedule.metric != ACCURACY else None
+    check_metric(net_param, schedule.metric, find_scores(net_param, label), shapes)

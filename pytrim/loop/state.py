@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pytrim.caffeio.proto import read_net
-from pytrim.core.errors import BadInput
+from pytrim.core.errors import BadInput, RunDamaged, few
 from pytrim.core.files import read_json, sha256_file, write_json
 
 STATE_VERSION = 3  # 3: an iteration has tries (record "try"), the run lists its own ("tried")
@@ -77,6 +77,15 @@ def step_key(step: str, settings: dict[str, Any], inputs: dict[str, Path | None]
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _records(value: Any) -> list[dict[str, Any]]:
+    """Every record holding steps in a run's state (baseline, tries, final, scratch)."""
+    if isinstance(value, list):
+        return [r for item in value for r in _records(item)]
+    if not isinstance(value, dict):
+        return []
+    return ([value] if "steps" in value else []) + [r for k, v in value.items() if k != "steps" for r in _records(v)]
+
+
 class RunState:
     """state.json of one run folder: baseline, iterations and scratch records of keyed steps."""
 
@@ -123,10 +132,34 @@ class RunState:
             self.log(f"{label or name}: its inputs or settings changed since the last run; computing it again")
         return None
 
-    def keep(self, record: dict[str, Any], name: str, key: str, result: dict[str, Any], seconds: float) -> None:
-        """Record a finished step (the state is saved after every step)."""
+    def changed(self) -> list[str]:
+        """The files finished steps wrote (their SHA-256 recorded) that differ now: changed from
+        outside the run (a user's replacement propagates; a run that fails on one says so)."""
+        found = []
+        for record in _records(self.data):
+            for entry in record.get("steps", {}).values():
+                for path, digest in entry.get("outputs", {}).items():
+                    if Path(path).is_file() and file_digest(Path(path)) != digest:
+                        found.append(path)
+        return list(dict.fromkeys(found))
+
+    def damaged(self, failure: Exception) -> RunDamaged | None:
+        """A failure of this run explained by files changed from outside (named, with --restart)."""
+        changed = self.changed()
+        if not changed:
+            return None
+        reason = str(failure).splitlines()[0]
+        return RunDamaged(f"{few(changed)} changed after this run wrote {'them' if len(changed) > 1 else 'it'}, and "
+                          f"the run fails on it ({reason}): run the same command with --restart to start "
+                          f"{self.path.parent} over")  # fmt: skip
+
+    def keep(self, record: dict[str, Any], name: str, key: str, result: dict[str, Any], seconds: float,
+             outputs: list[Path] = ()) -> None:  # type: ignore[assignment]  # fmt: skip
+        """Record a finished step and the SHA-256 of its output files (saved after every step)."""
+        digests = {str(p): file_digest(Path(p)) for p in outputs if Path(p).is_file()}
         with self.lock:
-            record.setdefault("steps", {})[name] = {"key": key, "result": result, "seconds": round(seconds, 2)}
+            entry = {"key": key, "result": result, "seconds": round(seconds, 2)}
+            record.setdefault("steps", {})[name] = entry | ({"outputs": digests} if digests else {})
             self.save()
 
     def step(
@@ -145,5 +178,5 @@ class RunState:
             return found
         start = time.monotonic()
         result = run()
-        self.keep(record, name, key, result, time.monotonic() - start)
+        self.keep(record, name, key, result, time.monotonic() - start, outputs)
         return result

@@ -74,7 +74,7 @@ def collect_step(run: Run, it: Iteration) -> dict[str, Any]:
     """APoZ statistics of every trimmable layer of the iteration's input net (recorded with the
     first try: a later try has the same parent)."""
     record, folder = (it.record, it.folder) if it.first is None else (it.first, it.stats.parent)
-    extra = ["--plots", str(folder)] + (["--keep-means"] if run.s.fold_mean else [])
+    extra = ["--plots", str(folder / "plots")] + (["--keep-means"] if run.s.fold_mean else [])
     return collect(run, record, it.source, folder, f"iteration {it.number}", extra, {"means": run.s.fold_mean})
 
 

@@ -59,12 +59,27 @@ def macs(net_param: Any, shapes: NetShapes) -> int:
     return sum(layer_macs(net_param, shapes).values())
 
 
+def shape_params(net_param: Any, shapes: NetShapes) -> int:
+    """Parameters from the net's shapes, a blob shared by several layers (`param { name }`) once."""
+    specs = {layer.name: [spec.name for spec in layer.param] for layer in layers_in_phase(net_param, "TEST")}
+    seen: set[str] = set()
+    total = 0
+    for name, blobs in shapes.params.items():
+        for index, shape in enumerate(blobs):
+            shared = specs.get(name, [])[index] if index < len(specs.get(name, [])) else ""
+            if not (shared and shared in seen):
+                total += int(np.prod(shape))
+            seen.add(shared)
+    return total
+
+
 def size(net_path: str | Path, weights: str | Path | None = None) -> dict[str, Any]:
     """Parameters, MACs per image and caffemodel bytes of a net (the parameters from the
     caffemodel when there is one, else from the net's shapes)."""
     shapes = probe(net_path) if weights is None else check_model(net_path, weights)
-    params = count_params(weights) if weights else sum(int(np.prod(s)) for p in shapes.params.values() for s in p)
-    found = {"params": params, "macs": macs(read_net(net_path), shapes)}
+    net_param = read_net(net_path)
+    params = count_params(weights) if weights else shape_params(net_param, shapes)
+    found = {"params": params, "macs": macs(net_param, shapes)}
     return found | ({"bytes": Path(weights).stat().st_size} if weights else {})
 
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from pytrim.caffeio.netcheck import load_net
+from pytrim.caffeio.netcheck import load_net, probe
 from pytrim.caffeio.proto import layers_in_phase, read_net, with_test_data
-from pytrim.core.errors import BadInput
+from pytrim.core.errors import BadInput, few
 from pytrim.core.files import together
 from pytrim.feeds.source import DataSource, Feed, batches, data_source
 from pytrim.scale.cluster import run_shards, wanted
@@ -149,16 +149,46 @@ def hits_pass(net: Any, data: DataSource, options: dict[str, Any]) -> dict[str, 
     return {"hits5": hits5, "images": seen, "classes": classes, **joined}
 
 
-def check_metric(net_param: Any, metric: str, scores: str | None) -> None:
-    """`metric` is accuracy (the net has class scores and labels) or a TEST-phase top."""
+def test_outputs(net_param: Any) -> list[str]:
+    """The blobs the TEST net leaves unread (its outputs, as Caffe counts them: an in-place
+    layer reads and writes its blob)."""
+    available = dict.fromkeys(net_param.input)
+    for layer in layers_in_phase(net_param, "TEST"):
+        for bottom in layer.bottom:
+            available.pop(bottom, None)
+        available |= dict.fromkeys(layer.top)
+    return list(available)
+
+
+def _one_per_unit(shape: list[int], batch: int | None) -> bool:
+    """One value per batch (a loss, Accuracy), or one per image (a row per image)."""
+    count = int(np.prod(shape)) if shape else 1
+    return count == 1 or (len(shape) >= 1 and count == shape[0] and (batch is None or shape[0] == batch))
+
+
+def check_metric(net_param: Any, metric: str, scores: str | None, shapes: dict[str, Any] | None = None) -> None:
+    """`metric` is accuracy (the net has class scores and labels) or an output of the TEST net
+    with one value per image or per batch (`shapes`: blob -> shape, as Caffe builds the net)."""
     if metric == ACCURACY:
         if scores is None:
             raise BadInput("the net has no Accuracy or SoftmaxWithLoss layer with labels: name the TEST output "
                            "blob to decide on with --metric (schedule: metric)")  # fmt: skip
         return
-    tops = {top for layer in layers_in_phase(net_param, "TEST") for top in layer.top}
-    if metric not in tops:
-        raise BadInput(f"--metric {metric!r} is not a TEST-phase blob of the net (one of: {', '.join(sorted(tops))})")
+    outputs = test_outputs(net_param)
+    if shapes is not None:
+        batch = next((int(s[0]) for s in shapes.values() if s), None)
+        outputs = [name for name in outputs if name in shapes and _one_per_unit(list(shapes[name]), batch)]
+    if metric not in outputs:
+        tops = {top for layer in layers_in_phase(net_param, "TEST") for top in layer.top}
+        why = "an output of the TEST net with one value per image or per batch"
+        what = "not a blob of the TEST net" if metric not in tops else f"not {why}"
+        qualify = f"the blobs that qualify: {few(outputs)}" if outputs else "no blob of this net qualifies"
+        raise BadInput(f"--metric {metric!r} is {what} ({qualify})")
+
+
+def net_shapes(net: Any) -> dict[str, list[int]]:
+    """A built pycaffe Net's blob shapes."""
+    return {name: list(blob.shape) for name, blob in net.blobs.items()}
 
 
 def evaluation_of(hits: dict[str, Any], metric: str, lower_is_better: bool) -> Evaluation:
@@ -176,7 +206,7 @@ def evaluation_of(hits: dict[str, Any], metric: str, lower_is_better: bool) -> E
 def options_of(net_param: Any, data: DataSource, metric: str, net: Any = None) -> dict[str, Any]:
     """What a pass reads: the class scores (if the net has them) and the metric blob."""
     scores = find_scores(net_param, data.label_blob) if data.feeder is None else output_blob(net) if net else None
-    check_metric(net_param, metric, scores)
+    check_metric(net_param, metric, scores, net_shapes(net) if net is not None else None)
     return {"scores": scores, "metric": None if metric == ACCURACY else metric}
 
 
@@ -211,6 +241,7 @@ def evaluate(
         return score_net(load_net(net_path, weights), net_param, data, progress, metric, lower_is_better)
     if data.feeder is not None:
         raise BadInput("--workers/--ray-address split an LMDB Data layer's records: not a --feed")
+    check_metric(net_param, metric, find_scores(net_param, data.label_blob), probe(net_path).blobs)
     jobs = shard_jobs(hits_pass, Path(net_path), Path(weights), data, options_of(net_param, data, metric))
     return evaluation_of(merge(run_shards(jobs, workers, address, "evaluate")), metric, lower_is_better)
 

@@ -3,13 +3,14 @@ measured on, written atomically and read back with every problem naming the file
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pytrim.core.errors import BadInput, StatsMismatch
-from pytrim.core.files import sha256_file, together
+from pytrim.core.files import sha256_file, write_atomic
 from pytrim.stats.collect import LayerStats, Point, Stats
 
 
@@ -19,7 +20,8 @@ def save_stats(stats: Stats, path: str | Path) -> Path:
     since layer names may hold a '/')."""
     import h5py
 
-    with together([path]) as (partial,), h5py.File(partial, "w") as handle:
+    buffer = io.BytesIO()  # built in memory, then written by the one atomic writer: a full disk
+    with h5py.File(buffer, "w") as handle:  # is one error naming the file (HDF5 itself would crash)
         handle.attrs["weights_sha256"] = stats.weights_sha256
         handle.attrs["seconds"] = stats.seconds
         for key, value in stats.source.items():
@@ -41,7 +43,7 @@ def save_stats(stats: Stats, path: str | Path) -> Path:
         for i, (blob, mean) in enumerate(stats.means.items()):
             handle[f"means/{i}"] = mean
             handle[f"means/{i}"].attrs["blob"] = blob
-    return Path(path)
+    return write_atomic(path, buffer.getvalue())
 
 
 def _read_stats(handle: Any) -> Stats:

@@ -17,12 +17,13 @@ convolution's blocks each keep a multiple of N / blocks (when the blocks divide 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pytrim.core.errors import BadInput, StatsMismatch
+from pytrim.core.errors import BadInput, StatsMismatch, few
 from pytrim.core.files import read_json, sha256_file
 
 RULES = ("mean_std", "ratio", "count", "keep")
@@ -145,9 +146,27 @@ def load_selection(path: str | Path, weights: str | Path | None = None) -> dict[
     if weights is not None and data.get("weights_sha256") and sha256_file(weights) != data["weights_sha256"]:
         raise StatsMismatch(f"{path} was chosen from statistics of other weights than {weights}")
     try:
-        return {entry["layer"]: Selection.from_json(entry) for entry in entries}
+        selections = {entry["layer"]: Selection.from_json(entry) for entry in entries}
     except (KeyError, TypeError, ValueError) as exc:
         raise BadInput(f"{path}: not a valid selection file: bad layer entry ({exc!r})") from None
+    for selection in selections.values():
+        check_partition(selection, path)
+    return selections
+
+
+def check_partition(selection: Selection, path: str | Path) -> None:
+    """`keep` and `remove` split the layer's channels 0..width-1: each channel exactly once."""
+    keep, remove, width = selection.keep.tolist(), selection.remove.tolist(), selection.width
+    both = sorted(set(keep) & set(remove))
+    twice = sorted(c for c, n in (Counter(keep) + Counter(remove)).items() if n > 1 and c not in both)
+    outside = sorted({c for c in keep + remove if not 0 <= c < width})
+    missing = sorted(set(range(width)) - set(keep) - set(remove)) if width <= 1 << 20 else []
+    problems = [(both, "in both keep and remove"), (twice, "listed twice"), (outside, f"outside 0..{width - 1}"),
+                (missing, "in neither keep nor remove")]  # fmt: skip
+    found = [f"channels {few(channels)} {what}" for channels, what in problems if channels]
+    if found:
+        raise BadInput(f"{path}: layer {selection.layer!r}: keep and remove must split its {width} channels, each "
+                       f"once: {'; '.join(found)}")  # fmt: skip
 
 
 def overlap(a: Selection, b: Selection) -> dict[str, float | int]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pytrim.caffeio.caffemodel import Caffemodel
+from pytrim.caffeio.caffemodel import Caffemodel, count_params
 from pytrim.caffeio.netcheck import NetShapes, check_weights, probe
 from pytrim.caffeio.proto import layers_in_phase, read_net, write_text
 from pytrim.core.errors import BadInput, UnsupportedTopology
@@ -149,13 +149,12 @@ def cut(
             for name, cut_ in other.items():
                 cut_.add_bias = cuts[0][name].add_bias if name in cuts[0] else False
         params_before = model.params()
-        replaced = sum(b.data.size for name in blobs for b in model.layers[name].blobs)
-        params_after = params_before - replaced + sum(a.size for arrays in blobs.values() for a in arrays)
         recipe_file = Path(out_weights).with_name("recipe.json")
         with together([*out_nets, out_weights]) as partials:
             for net, cuts_, partial in zip(params, cuts, partials, strict=False):
                 write_text(edit_net(net, cuts_), partial)
             model.write(partials[-1], blobs)
+            params_after = count_params(partials[-1])  # shared blobs once (the one counter)
         write_json(recipe_file, recipe_json(cuts[0]))
     return summarize(graphs[0], selections, cuts[0], [Path(p) for p in out_nets], Path(out_weights),
                      (params_before, params_after))  # fmt: skip
