@@ -153,14 +153,14 @@ def test_other_settings_are_computed_again_from_where_they_differ(problem: Path)
     # Another criterion: statistics are reused, the choice and everything after it are redone.
     result = trim(problem, "--iterations", "1", "--criterion", "l1")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "select (iteration 1): its inputs or settings changed" in result.stdout
+    assert "select (Trim-1): its inputs or settings changed" in result.stdout
     assert mtime(stats) == before[stats] and mtime(selection) != before[selection]
     assert json.loads(selection.read_text())["layers"] != chosen
     assert mtime(problem / "run/iter-01/retrained.caffemodel") != before[problem / "run/iter-01/retrained.caffemodel"]
     # Another fine-tuning budget: the cut is reused, retraining is redone.
     trimmed = mtime(problem / "run/iter-01/trimmed.caffemodel")
     result = trim(problem, "--iterations", "1", "--criterion", "l1", "--finetune-iters", "10")
-    assert "retrain (iteration 1): its inputs or settings changed" in result.stdout
+    assert "retrain (Trim-1): its inputs or settings changed" in result.stdout
     assert mtime(problem / "run/iter-01/trimmed.caffemodel") == trimmed
     state = json.loads((problem / "run/state.json").read_text())
     assert state["iterations"][0]["steps"]["retrain"]["result"]["iterations"] == 10
@@ -168,7 +168,7 @@ def test_other_settings_are_computed_again_from_where_they_differ(problem: Path)
     text = (problem / "schedule.toml").read_text().replace('rule = "ratio"', 'rule = "mean_std"\nk = 0.5')
     write_net(problem / "k.toml", text)
     result = trim(problem, "--iterations", "1", schedule="k.toml")
-    assert result.returncode == 0 and "select (iteration 1): its inputs or settings changed" in result.stdout
+    assert result.returncode == 0 and "select (Trim-1): its inputs or settings changed" in result.stdout
 
 
 def test_regenerated_weights_reach_the_report_and_the_next_iteration(problem: Path) -> None:
@@ -303,7 +303,7 @@ def test_finetune_lr_sets_the_retraining_rate_and_its_key(problem: Path, caffe) 
     # The command-line option changes the rate, so the retraining is redone; the cut is kept.
     cut = mtime(problem / "run/iter-01/trimmed.caffemodel")
     again = trim(problem, "--iterations", "1", "--finetune-lr", "0.001", schedule="lr.toml")
-    assert again.returncode == 0 and "retrain (iteration 1): its inputs or settings changed" in again.stdout
+    assert again.returncode == 0 and "retrain (Trim-1): its inputs or settings changed" in again.stdout
     text_format.Merge((problem / "run/iter-01/retrained.train/solver.prototxt").read_text(), solver)
     assert solver.base_lr == pytest.approx(0.001)
     assert mtime(problem / "run/iter-01/trimmed.caffemodel") == cut
