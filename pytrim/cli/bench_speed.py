@@ -14,8 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from pytrim.cli.options import net_names, positive
-from pytrim.core.files import write_json
+from pytrim.cli.options import net_names, positive, write_benchmark
 from pytrim.experiments.bench_speed import NETS, bench_speed
 
 OUTPUTS = {"out": "file"}
@@ -30,9 +29,5 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 def execute(args: argparse.Namespace) -> dict[str, Any]:
     chosen = net_names(args.nets, NETS)
-    result = bench_speed(chosen, args.repeats, args.threads, (lambda _: None) if args.quiet else print)
-    write_json(args.out, result)
-    for key, value in result["summary"].items():
-        print(f"{key}: {value}")
-    print(args.out)
-    return result
+    log = (lambda _: None) if args.quiet else print
+    return write_benchmark(args.out, bench_speed(chosen, args.repeats, args.threads, log))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pytrim.core.errors import BadInput
+from pytrim.core.files import write_json
 from pytrim.feeds.source import Feed
 from pytrim.stats.statsfile import check_stats_match, load_stats
 
@@ -84,6 +85,15 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
     return value
+
+
+def write_benchmark(out: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """Write a benchmark's result to `out` and print its summary, then the file's path."""
+    write_json(out, result)
+    for key, value in result["summary"].items():
+        print(f"{key}: {value}")
+    print(out)
+    return result
 
 
 def add_images(parser: argparse.ArgumentParser, what: str = "images used (default: all)") -> None:
