@@ -72,7 +72,12 @@ def one(net: Path, weights: Path, out: Path, repeats: int, tmp: Path) -> dict[st
     entry: dict[str, Any] = {}
     try:
         done = save_onnx(net, weights, out)
-        entry |= {"exported": True, "max_relative_diff": done["max_relative_diff"], "worst": done["worst"]}
+        entry |= {
+            "exported": True,
+            "max_relative_diff": done["max_relative_diff"],
+            "worst": done["worst"],
+            "end_to_end_max_relative_diff": done["end_to_end_max_relative_diff"],
+        }
     except PytrimError as exc:
         return {"exported": False, "error": str(exc)}
     entry["opencv_caveats"] = opencv_caveats(read_net(net))

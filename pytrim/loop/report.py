@@ -225,8 +225,10 @@ def result_line(report: dict[str, Any]) -> str:
         text += f"{signed(final['value'] - base['value'], m)}{unit})."
     onnx = final.get("onnx")
     if onnx:
-        text += (f"\nExported to `{Path(onnx['path']).name}` in the run folder, equal to Caffe in ONNX Runtime within "
-                 f"{onnx['max_relative_diff']:.2g} (relative).")  # fmt: skip
+        whole = onnx.get("end_to_end_max_relative_diff")
+        text += (f"\nExported to `{Path(onnx['path']).name}` in the run folder, equal to Caffe in ONNX Runtime "
+                 f"layer by layer within {onnx['max_relative_diff']:.2g} (relative)"
+                 + (f", its outputs within {whole:.2g}." if whole is not None else "."))  # fmt: skip
     scratch = report.get("scratch") or {}
     if scratch:
         diff = report["inherited_minus_scratch_value"]

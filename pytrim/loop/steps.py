@@ -172,6 +172,7 @@ def export_step(run: Run, record: dict[str, Any], nets: Nets) -> dict[str, Any]:
     found = run.step(record, "export", {"tol": VERIFY_TOL}, {"net": net, "weights": nets.weights}, work, [out],
                      "export the result to ONNX")  # fmt: skip
     return {"path": str(out), "ok": found["ok"], "max_relative_diff": found["max_relative_diff"],
+            "end_to_end_max_relative_diff": found.get("end_to_end_max_relative_diff"),
             "inputs": found["inputs"], "outputs": found["outputs"]}  # fmt: skip
 
 
