@@ -201,19 +201,21 @@ def speed(result: dict[str, Any]) -> str:
 def export(result: dict[str, Any]) -> str:
     """`make bench-export`: per net, original and trimmed, whether it exported, how close to
     Caffe in ONNX Runtime and in OpenCV, and each runtime's speed against Caffe's on one thread."""
-    head = ["net", "model", "exported", "ONNX Runtime vs Caffe", "OpenCV vs Caffe", "OpenCV: Caffe time / its",
-            "ONNX Runtime: Caffe time / its"]  # fmt: skip
+    head = ["net", "model", "exported", "ONNX Runtime vs Caffe, layer by layer", "its outputs end to end",
+            "OpenCV vs Caffe", "OpenCV: Caffe time / its", "ONNX Runtime: Caffe time / its"]  # fmt: skip
     rows = []
     for name, kinds in result["nets"].items():
         for kind, e in kinds.items():
             if not e["exported"]:
-                rows.append([name, kind, "no: " + e["error"][:120], "", "", "", ""])
+                rows.append([name, kind, "no: " + e["error"][:120], "", "", "", "", ""])
                 continue
             opencv = f"{e['opencv_max_relative_diff']:.1e}" if "opencv_max_relative_diff" in e else "cannot load"
             opencv += " (differs: see caveats)" if e.get("opencv_caveats") else ""
             times = [_x(e["times"][r]["caffe_over_this"]) if "seconds" in e["times"].get(r, {}) else "n/a"
                      for r in ("opencv", "onnxruntime")]  # fmt: skip
-            rows.append([name, kind, "yes", f"{e['max_relative_diff']:.1e}", opencv, *times])
+            whole = e.get("end_to_end_max_relative_diff")
+            rows.append([name, kind, "yes", f"{e['max_relative_diff']:.1e}", _sci(whole) if whole is not None else "",
+                         opencv, *times])  # fmt: skip
     found = result["summary"]
     lines = [*_rows(head, rows), "", f"- {found['exported']} of {found['models']} models exported and verified, "
              f"the largest relative difference to Caffe {_sci(found['max_relative_diff'])}; median speed against "
